@@ -1,0 +1,55 @@
+# trackflow — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+MLFLOW_PORT ?= 5000
+PREFECT_PORT ?= 4200
+
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= 1
+export PYTHONUNBUFFERED ?= 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast ui bench lock clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv (if missing) and install the pinned dependency set
+
+run: $(STAMP) ## Run the training pipeline on the defaults (MLflow store: mlruns/, Prefect: local server)
+	$(BIN)/trackflow train
+
+test: $(STAMP) ## Run the whole test suite, slow tests included
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## Run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow"
+
+ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:$(MLFLOW_PORT)
+	@mkdir -p mlruns/artifacts
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
+	  --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" \
+	  --default-artifact-root "$(CURDIR)/mlruns/artifacts"
+
+bench: $(STAMP) ## Run benchmarks/ and print each figure beside its peer
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lock: ## Re-resolve the dependency set and rewrite constraints.txt (commit the result)
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[test]'
+	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^trackflow' > constraints.txt
+	rm -rf .lock-venv
+
+clean: ## Remove the virtual environment and caches (keeps mlruns/)
+	rm -rf $(VENV) .pytest_cache build *.egg-info

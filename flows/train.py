@@ -1,0 +1,113 @@
+"""Training pipeline: data -> split -> train -> evaluate -> log -> register."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from tasks.data import generate_dataset, split_dataset
+from tasks.evaluation import evaluate_model
+from tasks.plots import plot_confusion_matrix, plot_loss_curves, plot_roc_curve
+from tasks.reporting import metrics_markdown, publish_markdown
+from tasks.tracking import (
+    end_run,
+    ensure_experiment,
+    log_dataset,
+    log_figures,
+    log_metrics,
+    log_params,
+    log_torch_model,
+    register_model,
+    start_run,
+)
+from tasks.training import train_model
+from trackflow import store
+from trackflow.config import TrainConfig
+
+LOGGED_PARAMS = ("n_samples", "n_features", "epochs", "lr", "batch_size", "dropout", "optimizer", "weight_decay", "seed")
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    experiment_id: str
+    metrics: dict[str, float]
+    model_uri: str
+    history: dict[str, list[float]] = field(default_factory=dict)
+    model_version: str | None = None
+    run_url: str = ""
+
+
+def prefect_tags() -> dict[str, str]:
+    """Tags linking an MLflow run back to the Prefect flow run that made it."""
+    tags = {}
+    if flow_run.id:
+        tags["prefect.flow_run_id"] = str(flow_run.id)
+        tags["prefect.flow_run_name"] = str(flow_run.name)
+        if flow_run.ui_url:
+            tags["prefect.flow_run_url"] = str(flow_run.ui_url)
+    return tags
+
+
+@contextlib.contextmanager
+def tracked(run_id: str):
+    """End the MLflow run FINISHED, or FAILED (KILLED on Ctrl-C) if the body raises: never left RUNNING."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        end_run(run_id, "KILLED")
+        raise
+    except BaseException:
+        end_run(run_id, "FAILED")
+        raise
+    end_run(run_id, "FINISHED")
+
+
+def fit_and_log(config: TrainConfig, run_id: str, experiment_id: str) -> TrainResult:
+    """The body of one training run, logged into the existing MLflow run `run_id`."""
+    log_params(run_id, {k: getattr(config, k) for k in LOGGED_PARAMS} | {"hidden_dim": config.hidden_dim})
+    data = generate_dataset(config.n_samples, config.n_features, config.n_informative, config.seed)
+    log_dataset(run_id, data.X, data.y, name=f"make_classification-{config.n_samples}x{config.n_features}-seed{config.seed}")
+    splits = split_dataset(data, config.test_size, config.val_size, config.seed)
+    trained = train_model(splits.train, splits.val, config)
+    evaluation = evaluate_model(trained.model, splits.test)
+    log_metrics(run_id, evaluation.metrics | {"train_samples_per_second": trained.samples_per_second}, trained.history)
+    log_figures(
+        run_id,
+        {
+            "loss_curves": plot_loss_curves(trained.history),
+            "confusion_matrix": plot_confusion_matrix(evaluation.confusion),
+            "roc_curve": plot_roc_curve(evaluation.y_true, evaluation.y_score),
+        },
+    )
+    model_uri = log_torch_model(run_id, trained.model, splits.test.X)
+    return TrainResult(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        metrics=evaluation.metrics,
+        model_uri=model_uri,
+        history=trained.history,
+        run_url=store.run_url(store.tracking_uri(), experiment_id, run_id),
+    )
+
+
+@flow(name="train-classifier", log_prints=True)
+def training_pipeline(config: TrainConfig = TrainConfig()) -> TrainResult:
+    """Train the MLP on a synthetic classification set and track everything in MLflow."""
+    store.configure()
+    experiment_id = ensure_experiment(config.experiment)
+    run_id = start_run(experiment_id, run_name=f"train-{config.optimizer}-lr{config.lr:g}", tags=prefect_tags())
+    with tracked(run_id):
+        result = fit_and_log(config, run_id, experiment_id)
+        if config.register_model:
+            result.model_version = register_model(result.model_uri, config.model_name, run_id)
+        links = {"MLflow run": result.run_url}
+        if flow_run.ui_url:
+            links["Prefect flow run"] = str(flow_run.ui_url)
+        publish_markdown(
+            "training-summary", metrics_markdown("Test metrics", result.metrics, links), "Test metrics of the trained MLP"
+        )
+    return result

@@ -1,0 +1,153 @@
+"""Tracking steps: everything written to MLflow goes through here.
+
+Every call names its run id explicitly (MlflowClient), never MLflow's thread-local
+"active run", so the steps work from worker threads and processes alike. These are
+I/O, so they carry retries; the compute tasks do not.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from trackflow import store
+
+_IO = dict(retries=2, retry_delay_seconds=[1, 4], cache_policy=NO_CACHE)
+
+
+def client():
+    from mlflow import MlflowClient
+
+    uri = store.configure()
+    return MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI", uri))
+
+
+@task(**_IO)
+def ensure_experiment(name: str) -> str:
+    """The id of experiment `name`, created (with the store's artifact folder) if missing."""
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise ValueError(f"MLflow experiment {name!r} is deleted; restore it in the UI or pick another --experiment")
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name, artifact_location=store.artifact_location(store.tracking_uri()))
+    except MlflowException:  # created concurrently by another process
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@task(**_IO)
+def start_run(
+    experiment_id: str,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a RUNNING run (nested under `parent_run_id` when given) and return its id."""
+    tags = dict(tags or {})
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client().create_run(experiment_id, run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+@task(**_IO)
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    """Mark the run FINISHED, FAILED or KILLED."""
+    client().set_terminated(run_id, status)
+
+
+@task(**_IO)
+def log_params(run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    client().log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+
+@task(**_IO)
+def log_metrics(run_id: str, metrics: Mapping[str, float] = {}, history: Mapping[str, list[float]] = {}) -> None:
+    """Final `metrics` at step 0 and per-epoch `history` (step = epoch, from 1) in one batch call."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    rows = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    rows += [Metric(k, float(v), now, i + 1) for k, vs in history.items() for i, v in enumerate(vs)]
+    c = client()
+    for i in range(0, len(rows), 1000):  # MLflow caps a batch at 1000 metrics
+        c.log_batch(run_id, metrics=rows[i : i + 1000])
+
+
+@task(**_IO)
+def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+@task(**_IO)
+def log_figures(run_id: str, figures: Mapping[str, Any]) -> None:
+    """Save each matplotlib figure as `plots/<name>.png` in the run."""
+    c = client()
+    for name, fig in figures.items():
+        c.log_figure(run_id, fig, f"plots/{name}.png")
+
+
+@task(**_IO)
+def log_dataset(run_id: str, X: np.ndarray, y: np.ndarray, name: str, context: str = "training") -> None:
+    """Record the dataset (schema, digest, profile) as an input of the run."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    ds = mlflow.data.from_numpy(X, targets=y, name=name)
+    client().log_inputs(
+        run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
+    )
+
+
+@task(**_IO)
+def log_artifact_files(run_id: str, paths: list[str], artifact_path: str | None = None) -> None:
+    c = client()
+    for p in paths:
+        c.log_artifact(run_id, p, artifact_path)
+
+
+@task(**_IO)
+def log_torch_model(run_id: str, model, input_example: np.ndarray) -> str:
+    """Log `model` with the mlflow.pytorch flavor (signature inferred from the example); return its URI."""
+    import mlflow.pytorch
+    import torch
+
+    store.configure()
+    model.eval()  # pt2 export traces the module as it is; load does not call eval()
+    example = np.ascontiguousarray(input_example[: max(2, min(5, len(input_example)))], dtype=np.float32)
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        run_id=run_id,
+        input_example=example,
+        # Pinning requirements skips MLflow's inference, which re-loads the model in a subprocess.
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+    )
+    return info.model_uri
+
+
+@task(**_IO)
+def register_model(model_uri: str, name: str, run_id: str, tags: Mapping[str, str] | None = None) -> str:
+    """Register `model_uri` as a new version of `name`; return the version."""
+    import mlflow
+
+    store.configure()
+    mv = mlflow.register_model(model_uri, name, tags=dict(tags or {}))
+    return str(mv.version)

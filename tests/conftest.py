@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def prefect_server():
+    """One temporary Prefect server (a real one, with its own database) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow SQLite database: migrating costs seconds, copying it does not."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def mlflow_store(tmp_path, monkeypatch, mlflow_template) -> str:
+    """Each test gets its own SQLite store (artifacts beside it) under tmp_path; never the repo's mlruns/."""
+    store = tmp_path / "mlruns"
+    store.mkdir()
+    shutil.copy(mlflow_template, store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return uri
+
+
+@pytest.fixture(autouse=True, scope="session")
+def repo_mlruns_untouched():
+    """Fail the session if any test wrote into the repository's own mlruns/."""
+    before = sorted(p.name for p in (REPO / "mlruns").iterdir()) if (REPO / "mlruns").exists() else []
+    yield
+    after = sorted(p.name for p in (REPO / "mlruns").iterdir()) if (REPO / "mlruns").exists() else []
+    assert after == before, f"tests wrote into the repository's mlruns/: {set(after) - set(before)}"
+
+
+@pytest.fixture
+def client(mlflow_store):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
+
+
+@pytest.fixture
+def tiny_config():
+    """A training config that runs in well under a second."""
+    from trackflow.config import TrainConfig
+
+    return TrainConfig(n_samples=300, epochs=3, batch_size=32)

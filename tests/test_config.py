@@ -1,0 +1,40 @@
+import pytest
+from pydantic import ValidationError
+
+from trackflow.config import TrainConfig
+
+
+def test_defaults_match_the_tutorial():
+    c = TrainConfig()
+    assert (c.n_samples, c.n_features, c.epochs, c.lr, c.batch_size, c.dropout, c.optimizer) == (
+        1000, 10, 10, 0.001, 32, 0.2, "adam"
+    )
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"lr": 0}, "lr"),
+        ({"lr": -0.1}, "lr"),
+        ({"epochs": 0}, "epochs"),
+        ({"test_size": 1.0}, "test_size"),
+        ({"test_size": 0}, "test_size"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"unknown_option": 1}, "unknown_option"),
+    ],
+)
+def test_invalid_values_are_rejected_naming_the_field(bad, field):
+    with pytest.raises(ValidationError) as exc:
+        TrainConfig(**bad)
+    assert field in str(exc.value)
+
+
+def test_cross_field_rules():
+    with pytest.raises(ValidationError, match="n_informative"):
+        TrainConfig(n_features=3, n_informative=5)
+    with pytest.raises(ValidationError, match="test_size \\+ val_size"):
+        TrainConfig(test_size=0.5, val_size=0.45)
+    with pytest.raises(ValidationError, match="smallest split"):
+        TrainConfig(n_samples=50, val_size=0.05)

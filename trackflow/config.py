@@ -1,0 +1,60 @@
+"""Every flow's parameters, with their defaults, in one place.
+
+Each flow takes one of these models as its parameter (Prefect validates it before the
+run starts), the CLI builds its options from the same fields, and `prefect.yaml`
+passes the same names. Change a default here and it changes everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainConfig(_Config):
+    """Parameters of the training pipeline (`trackflow train`)."""
+
+    n_samples: int = Field(1000, ge=50, le=10_000_000, description="Number of synthetic samples to generate.")
+    n_features: int = Field(10, ge=2, le=10_000, description="Number of input features (the MLP's input width).")
+    n_informative: int = Field(5, ge=1, description="Informative features among n_features (make_classification).")
+    hidden_dim: int = Field(64, ge=1, le=65_536, description="Width of the MLP's two hidden layers.")
+    epochs: int = Field(10, ge=1, le=100_000, description="Passes over the training split.")
+    lr: float = Field(0.001, gt=0, le=10, description="Learning rate of the optimizer.")
+    batch_size: int = Field(32, ge=1, le=1_000_000, description="Mini-batch size.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout probability after each hidden layer.")
+    optimizer: Literal["adam", "adamw"] = Field("adam", description="Optimizer.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (L2 for adam, decoupled for adamw).")
+    test_size: float = Field(0.2, gt=0, lt=1, description="Fraction of the data held out for the test split.")
+    val_size: float = Field(
+        0.1, gt=0, lt=1, description="Fraction of the data held out for validation (per-epoch metrics)."
+    )
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for data generation, splitting, init and shuffling.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train; auto = CUDA when available.")
+    experiment: str = Field("classifier", min_length=1, description="MLflow experiment to log the run in.")
+    model_name: str = Field("classifier", min_length=1, description="Registered model name in the MLflow registry.")
+    register_model: bool = Field(True, description="Register the trained model in the MLflow registry.")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "TrainConfig":
+        if self.n_informative > self.n_features:
+            raise ValueError(
+                f"n_informative ({self.n_informative}) must be <= n_features ({self.n_features}); "
+                "lower --n-informative or raise --n-features"
+            )
+        if self.test_size + self.val_size >= 0.9:
+            raise ValueError(
+                f"test_size + val_size ({self.test_size} + {self.val_size}) must be < 0.9 "
+                "so that training keeps at least 10% of the data"
+            )
+        n_small = round(self.n_samples * min(self.test_size, self.val_size))
+        if n_small < 4:
+            raise ValueError(
+                f"n_samples={self.n_samples} leaves only {n_small} samples in the smallest split; "
+                "raise --n-samples or the split fractions so each split has at least 4"
+            )
+        return self
