@@ -129,13 +129,20 @@ def log_torch_model(run_id: str, model, input_example: np.ndarray) -> str:
     import mlflow.pytorch
     import torch
 
-    store.configure()
+    c = client()
+    run = c.get_run(run_id)
+    # Created here so the model lands in the run's experiment: given only run_id,
+    # log_model files it under the process-wide active experiment (0 by default).
+    logged = c.create_logged_model(
+        run.info.experiment_id, name="model", source_run_id=run_id, params=run.data.params, model_type="classifier"
+    )
     model.eval()  # pt2 export traces the module as it is; load does not call eval()
     example = np.ascontiguousarray(input_example[: max(2, min(5, len(input_example)))], dtype=np.float32)
     info = mlflow.pytorch.log_model(
         model,
         name="model",
         run_id=run_id,
+        model_id=logged.model_id,
         input_example=example,
         # Pinning requirements skips MLflow's inference, which re-loads the model in a subprocess.
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],

@@ -1,0 +1,53 @@
+"""The `trackflow` console script, run as a user runs it (a subprocess), against the test Prefect server."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TRACKFLOW = shutil.which("trackflow", path=str(Path(sys.executable).parent))
+
+
+def run_cli(*args, timeout=300):
+    from prefect.settings import PREFECT_API_URL
+
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    return subprocess.run([TRACKFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_console_script_is_installed():
+    assert TRACKFLOW, "the trackflow console script is not installed in this environment"
+
+
+def test_train_end_to_end(client):
+    p = run_cli("train", "--n-samples", "300", "--epochs", "2", "--experiment", "cli-exp", "--optimizer", "adamw")
+    assert p.returncode == 0, p.stderr
+    runs = client.search_runs([client.get_experiment_by_name("cli-exp").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    run = runs[0]
+    assert run.data.params["optimizer"] == "adamw" and run.data.params["epochs"] == "2"
+    assert run.info.run_id in p.stdout
+    assert f"test_accuracy    {run.data.metrics['test_accuracy']:.4f}" in p.stdout
+    assert "models:/classifier/1" in p.stdout and "#/experiments/" in p.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lr", "0"], "--lr: Input should be greater than 0 (got 0.0)"),
+        (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1"),
+        (["--test-size", "1.5"], "--test-size: Input should be less than 1"),
+        (["--optimizer", "sgd"], "invalid choice: 'sgd'"),
+        (["--n-features", "3"], "n_informative (5) must be <= n_features (3)"),
+        (["--epochs", "ten"], "invalid int value: 'ten'"),
+    ],
+)
+def test_bad_arguments_exit_2_with_no_run(client, args, message):
+    p = run_cli("train", *args, timeout=60)
+    assert p.returncode == 2
+    assert message in p.stderr
+    assert "Traceback" not in p.stderr
+    assert client.search_experiments(filter_string="name = 'classifier'") == []

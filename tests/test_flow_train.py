@@ -1,0 +1,89 @@
+"""The training flow under a real (temporary) Prefect server with a real SQLite MLflow store."""
+
+import pytest
+from prefect import task
+
+import flows.train as train_flow
+from flows.train import training_pipeline
+from trackflow.config import TrainConfig
+
+
+def test_flow_tracks_everything(client, tiny_config):
+    result = training_pipeline(tiny_config)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    exp = client.get_experiment_by_name("classifier")
+    assert run.info.experiment_id == exp.experiment_id
+
+    assert set(run.data.params) >= {
+        "n_samples", "n_features", "epochs", "lr", "batch_size", "dropout", "optimizer", "weight_decay", "seed"
+    }
+    assert run.data.params["epochs"] == "3" and run.data.params["optimizer"] == "adam"
+    for name in ("train_loss", "val_loss", "val_accuracy"):
+        assert [m.step for m in client.get_metric_history(result.run_id, name)] == [1, 2, 3]
+    for name in ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc"):
+        assert run.data.metrics[name] == pytest.approx(result.metrics[name])
+
+    plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert plots == {"plots/loss_curves.png", "plots/confusion_matrix.png", "plots/roc_curve.png"}
+    assert len(run.inputs.dataset_inputs) == 1
+    assert run.inputs.dataset_inputs[0].dataset.name.startswith("make_classification-300x10")
+
+    # linked to the Prefect flow run
+    assert "prefect.flow_run_id" in run.data.tags
+
+    # model logged with signature and registered
+    versions = client.search_model_versions("name='classifier'")
+    assert [str(v.version) for v in versions] == [result.model_version] == ["1"]
+    assert versions[0].run_id == result.run_id
+
+
+def flow_run_artifacts(flow_run_id: str) -> list[dict]:
+    """Artifacts of a flow run, from the server's REST API.
+
+    (Prefect 3.8.8's client sends nulls for unset filter fields, which its server rejects.)
+    """
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"}
+    body |= {"artifacts": {}, "task_runs": {}}
+    r = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body)
+    r.raise_for_status()
+    return r.json()
+
+
+def test_flow_run_gets_a_markdown_summary(client, tiny_config):
+    result = training_pipeline(tiny_config)
+    flow_run_id = client.get_run(result.run_id).data.tags["prefect.flow_run_id"]
+    arts = flow_run_artifacts(flow_run_id)
+    assert [a["key"] for a in arts] == ["training-summary"]
+    assert arts[0]["type"] == "markdown"
+    assert result.run_id in arts[0]["data"] and "test_accuracy" in arts[0]["data"]
+
+
+def test_same_seed_reproduces_metrics(tiny_config):
+    a = training_pipeline(tiny_config.model_copy(update={"register_model": False}))
+    b = training_pipeline(tiny_config.model_copy(update={"register_model": False}))
+    assert a.run_id != b.run_id
+    assert a.metrics == b.metrics and a.history == b.history
+
+
+def test_failing_task_leaves_the_run_failed(client, tiny_config, monkeypatch):
+    @task
+    def broken_train(train, val, config):
+        raise RuntimeError("boom in training")
+
+    monkeypatch.setattr(train_flow, "train_model", broken_train)
+    with pytest.raises(RuntimeError, match="boom in training"):
+        training_pipeline(tiny_config)
+    runs = client.search_runs([client.get_experiment_by_name("classifier").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_invalid_parameters_are_rejected_before_any_run(client):
+    from prefect.exceptions import ParameterTypeError
+
+    with pytest.raises(ParameterTypeError, match="lr"):
+        training_pipeline({"lr": -1.0})
+    assert client.get_experiment_by_name("classifier") is None
