@@ -66,16 +66,28 @@ def tracked(run_id: str):
     end_run(run_id, "FINISHED")
 
 
-def fit_and_log(config: TrainConfig, run_id: str, experiment_id: str) -> TrainResult:
-    """The body of one training run, logged into the existing MLflow run `run_id`."""
-    log_params(run_id, {k: getattr(config, k) for k in LOGGED_PARAMS} | {"hidden_dim": config.hidden_dim})
-    data = generate_dataset(config.n_samples, config.n_features, config.n_informative, config.seed)
-    log_dataset(run_id, data.X, data.y, name=f"make_classification-{config.n_samples}x{config.n_features}-seed{config.seed}")
-    splits = split_dataset(data, config.test_size, config.val_size, config.seed)
-    trained = train_model(splits.train, splits.val, config)
-    evaluation = evaluate_model(trained.model, splits.test)
-    log_metrics(run_id, evaluation.metrics | {"train_samples_per_second": trained.samples_per_second}, trained.history)
-    log_figures(
+def fit_and_log(config: TrainConfig, run_id: str, experiment_id: str, as_tasks: bool = True) -> TrainResult:
+    """The body of one training run, logged into the existing MLflow run `run_id`.
+
+    With `as_tasks=False` the steps run as plain functions: a sweep trial is itself one
+    Prefect task (retried as a whole), possibly on a Dask worker.
+    """
+
+    def step(t):
+        return t if as_tasks else t.fn
+
+    step(log_params)(run_id, {k: getattr(config, k) for k in LOGGED_PARAMS} | {"hidden_dim": config.hidden_dim})
+    data = step(generate_dataset)(config.n_samples, config.n_features, config.n_informative, config.seed)
+    step(log_dataset)(
+        run_id, data.X, data.y, name=f"make_classification-{config.n_samples}x{config.n_features}-seed{config.seed}"
+    )
+    splits = step(split_dataset)(data, config.test_size, config.val_size, config.seed)
+    trained = step(train_model)(splits.train, splits.val, config)
+    evaluation = step(evaluate_model)(trained.model, splits.test)
+    step(log_metrics)(
+        run_id, evaluation.metrics | {"train_samples_per_second": trained.samples_per_second}, trained.history
+    )
+    step(log_figures)(
         run_id,
         {
             "loss_curves": plot_loss_curves(trained.history),
@@ -83,7 +95,7 @@ def fit_and_log(config: TrainConfig, run_id: str, experiment_id: str) -> TrainRe
             "roc_curve": plot_roc_curve(evaluation.y_true, evaluation.y_score),
         },
     )
-    model_uri = log_torch_model(run_id, trained.model, splits.test.X)
+    model_uri = step(log_torch_model)(run_id, trained.model, splits.test.X)
     return TrainResult(
         run_id=run_id,
         experiment_id=experiment_id,

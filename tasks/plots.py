@@ -50,10 +50,14 @@ def plot_roc_curve(y_true: np.ndarray, y_score: np.ndarray) -> "Figure":
     return fig
 
 
-def plot_metric_vs_lr(lrs: list[float], values: list[float], metric: str) -> "Figure":
+def plot_metric_vs_lr(series: dict[str, tuple[list[float], list[float]]], metric: str) -> "Figure":
+    """One line per label (e.g. optimizer/dropout), `metric` against the learning rate on a log axis."""
     fig, ax = _figure()
-    order = np.argsort(lrs)
-    ax.plot(np.asarray(lrs)[order], np.asarray(values)[order], marker="o")
+    for label, (lrs, values) in series.items():
+        order = np.argsort(lrs)
+        ax.plot(np.asarray(lrs)[order], np.asarray(values)[order], marker="o", label=label)
     ax.set_xscale("log")
     ax.set(xlabel="learning rate", ylabel=metric, title=f"{metric} against learning rate")
+    if len(series) > 1:
+        ax.legend()
     return fig

@@ -8,6 +8,7 @@ I/O, so they carry retries; the compute tasks do not.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from trackflow import store
+
+# torch.export (MLflow's default pt2 format) keeps its tracing mode in a process-global
+# slot, so two exports on two threads collide ("ProxyTorchDispatchMode slot already
+# occupied"). Model logging is serialized within a process; processes are independent.
+_EXPORT_LOCK = threading.Lock()
 
 _IO = dict(retries=2, retry_delay_seconds=[1, 4], cache_policy=NO_CACHE)
 
@@ -110,10 +116,19 @@ def log_dataset(run_id: str, X: np.ndarray, y: np.ndarray, name: str, context: s
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
 
+    from mlflow.exceptions import MlflowException
+
     ds = mlflow.data.from_numpy(X, targets=y, name=name)
-    client().log_inputs(
-        run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
-    )
+    inputs = [DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
+    c = client()
+    try:
+        c.log_inputs(run_id, datasets=inputs)
+    except MlflowException as exc:
+        # The store's get-or-create of the dataset row is not atomic: concurrent runs logging
+        # the same dataset race on its unique key. The loser finds the row on a second try.
+        if "UNIQUE constraint" not in str(exc) and "duplicate key" not in str(exc):
+            raise
+        c.log_inputs(run_id, datasets=inputs)
 
 
 @task(**_IO)
@@ -138,15 +153,16 @@ def log_torch_model(run_id: str, model, input_example: np.ndarray) -> str:
     )
     model.eval()  # pt2 export traces the module as it is; load does not call eval()
     example = np.ascontiguousarray(input_example[: max(2, min(5, len(input_example)))], dtype=np.float32)
-    info = mlflow.pytorch.log_model(
-        model,
-        name="model",
-        run_id=run_id,
-        model_id=logged.model_id,
-        input_example=example,
-        # Pinning requirements skips MLflow's inference, which re-loads the model in a subprocess.
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-    )
+    with _EXPORT_LOCK:
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            run_id=run_id,
+            model_id=logged.model_id,
+            input_example=example,
+            # Pinning requirements skips MLflow's inference, which re-loads the model in a subprocess.
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+        )
     return info.model_uri
 
 

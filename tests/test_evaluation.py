@@ -43,7 +43,7 @@ def test_plots_render(tmp_path):
         plot_loss_curves({"train_loss": [1, 0.5], "val_loss": [1.1, 0.6]}),
         plot_confusion_matrix(np.array([[5, 1], [2, 7]])),
         plot_roc_curve(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.4, 0.6])),
-        plot_metric_vs_lr([0.1, 0.001, 0.01], [0.8, 0.9, 0.95], "val_accuracy"),
+        plot_metric_vs_lr({"adam": ([0.1, 0.001, 0.01], [0.8, 0.9, 0.95])}, "val_accuracy"),
     ]
     for i, fig in enumerate(figs):
         fig.savefig(tmp_path / f"{i}.png")

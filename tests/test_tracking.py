@@ -70,3 +70,15 @@ def test_logging_to_an_unknown_run_fails_after_retries_are_exhausted():
 
     with pytest.raises(MlflowException):
         tracking.log_params.fn("0" * 32, {"a": 1})
+
+
+def test_same_dataset_logged_concurrently_by_many_runs(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    exp = tracking.ensure_experiment.fn("exp-ds")
+    runs = [tracking.start_run.fn(exp) for _ in range(8)]
+    X = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda r: tracking.log_dataset.fn(r, X, y, name="shared"), runs))
+    assert all(len(client.get_run(r).inputs.dataset_inputs) == 1 for r in runs)

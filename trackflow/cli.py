@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from trackflow.config import TrainConfig
+from trackflow import store
+from trackflow.config import SweepConfig, TrainConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -50,7 +51,10 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], s
         if ann is bool:
             group.add_argument(_option(name), action=argparse.BooleanOptionalAction, **kw)
             continue
-        if typing.get_origin(ann) is typing.Literal:
+        if typing.get_origin(ann) is list:
+            kw["type"] = _comma_list(typing.get_args(ann)[0])
+            kw["metavar"] = "A,B,..."
+        elif typing.get_origin(ann) is typing.Literal:
             kw["choices"] = list(typing.get_args(ann))
         elif ann in (int, float):
             kw["type"] = ann
@@ -60,6 +64,27 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], s
         if "choices" not in kw:
             kw["metavar"] = name.upper()
         group.add_argument(_option(name), **kw)
+
+
+def _comma_list(item_type):
+    choices = typing.get_args(item_type) if typing.get_origin(item_type) is typing.Literal else None
+    convert = str if choices else item_type
+
+    def parse(text: str) -> list:
+        items = [p.strip() for p in text.split(",") if p.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        try:
+            values = [convert(p) for p in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {item_type.__name__} values separated by commas, got {text!r}")
+        bad = [v for v in values if choices and v not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"invalid choice(s) {bad} (choose from {', '.join(choices)})")
+        return values
+
+    parse.__name__ = "list"
+    return parse
 
 
 def build_config(model: type[BaseModel], args: argparse.Namespace):
@@ -99,12 +124,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    base = build_config(TrainConfig, args)
+    values = {k: v for k, v in vars(args).items() if k in SweepConfig.model_fields and k != "base"}
+    config = build_config(SweepConfig, argparse.Namespace(base=base, **values))
+    from flows.sweep import metric_value, sweep_pipeline
+
+    result = sweep_pipeline(config)
+    print(f"\nTrials ranked by {result.metric} (validation, last epoch):")
+    for t in result.ranked():
+        print(f"  {t.label:<36} {result.metric} {metric_value(t.result, result.metric):.4f}"
+              f"  test_accuracy {t.result.metrics['test_accuracy']:.4f}  run {t.run_id}")
+    for t in result.failed:
+        print(f"  {t.label:<36} FAILED: {t.error}")
+    if result.model_version:
+        print(f"Best registered as models:/{base.model_name}/{result.model_version}; {result.promotion_reason}")
+    print(f"MLflow parent run: {result.run_id} (experiment {base.experiment!r})")
+    print(f"Open it:           make ui, then {store.run_url(store.tracking_uri(), result.experiment_id, result.run_id)}")
+    if result.failed:
+        print(f"trackflow sweep: {len(result.failed)} of {len(result.trials)} trials failed", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trackflow", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="Run the training pipeline once.", description="Run the training pipeline once.")
     add_model_options(p, TrainConfig)
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("sweep", help="Run a learning-rate sweep and promote the best model.",
+                       description="Run a grid of training trials concurrently; the train options set the base.")
+    add_model_options(p, SweepConfig, skip=("base",))
+    add_model_options(p, TrainConfig, skip=("lr", "optimizer", "dropout"))
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 

@@ -58,3 +58,57 @@ class TrainConfig(_Config):
                 "raise --n-samples or the split fractions so each split has at least 4"
             )
         return self
+
+
+SWEEP_METRICS = {"val_accuracy": "max", "val_loss": "min"}
+"""Validation metrics a sweep can rank trials by, and which direction is better."""
+
+
+class SweepConfig(_Config):
+    """Parameters of the learning-rate sweep (`trackflow sweep`): a grid over a base TrainConfig."""
+
+    base: TrainConfig = Field(default_factory=TrainConfig, description="Training parameters shared by every trial.")
+    lrs: list[float] = Field([0.001, 0.01, 0.1], min_length=1, description="Learning rates to try (comma-separated).")
+    optimizers: list[Literal["adam", "adamw"]] = Field(["adam"], min_length=1, description="Optimizers to try.")
+    dropouts: list[float] = Field([0.2], min_length=1, description="Dropout probabilities to try.")
+    metric: Literal["val_accuracy", "val_loss"] = Field(
+        "val_accuracy", description="Validation metric (last epoch) that ranks trials and decides promotion."
+    )
+    max_concurrency: int | None = Field(
+        None, ge=1, le=1024, description="Trials running at once; default: the machine's cores (local threads)."
+    )
+    dask_address: str | None = Field(
+        None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to run the trials on."
+    )
+    workers: int | None = Field(
+        None, ge=1, le=256, description="Start a local Dask cluster with this many worker processes for the trials."
+    )
+    retries: int = Field(1, ge=0, le=10, description="Prefect retries for a failed trial before it is recorded failed.")
+    promote_alias: str = Field("champion", min_length=1, description="Registry alias given to the best model.")
+
+    @model_validator(mode="after")
+    def _check_grid(self) -> "SweepConfig":
+        bad = [lr for lr in self.lrs if not 0 < lr <= 10]
+        if bad:
+            raise ValueError(f"lrs must all be in (0, 10]; got {bad}")
+        bad = [d for d in self.dropouts if not 0 <= d < 1]
+        if bad:
+            raise ValueError(f"dropouts must all be in [0, 1); got {bad}")
+        if self.dask_address and self.workers:
+            raise ValueError("give either dask_address (an existing cluster) or workers (a local one), not both")
+        if self.dask_address and not self.dask_address.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")):
+            raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
+        if len(self.lrs) * len(self.optimizers) * len(self.dropouts) > 10_000:
+            raise ValueError("the grid has more than 10,000 trials; narrow --lrs/--optimizers/--dropouts")
+        return self
+
+    def trials(self) -> list[TrainConfig]:
+        """The grid: one TrainConfig per (optimizer, dropout, lr), in that nesting order, without duplicates."""
+        seen, out = set(), []
+        for opt in self.optimizers:
+            for dropout in self.dropouts:
+                for lr in self.lrs:
+                    if (opt, dropout, lr) not in seen:
+                        seen.add((opt, dropout, lr))
+                        out.append(TrainConfig(**(self.base.model_dump() | {"optimizer": opt, "dropout": dropout, "lr": lr})))
+        return out
