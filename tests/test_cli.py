@@ -51,3 +51,33 @@ def test_bad_arguments_exit_2_with_no_run(client, args, message):
     assert message in p.stderr
     assert "Traceback" not in p.stderr
     assert client.search_experiments(filter_string="name = 'classifier'") == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lrs", "0.1,-1"], "lrs must all be in (0, 10]"),
+        (["--lrs", "abc"], "expected float values separated by commas"),
+        (["--optimizers", "adam,sgd"], "invalid choice(s) ['sgd']"),
+        (["--metric", "test_accuracy"], "invalid choice: 'test_accuracy'"),
+        (["--workers", "0"], "--workers: Input should be greater than or equal to 1"),
+        (["--dask-address", "localhost:8786"], "must look like tcp://HOST:PORT"),
+        (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_sweep_arguments_exit_2_with_no_run(client, args, message):
+    p = run_cli("sweep", *args, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert message in p.stderr
+    assert "Traceback" not in p.stderr
+    assert client.search_experiments(filter_string="name = 'classifier'") == []
+
+
+def test_sweep_end_to_end(client):
+    p = run_cli("sweep", "--lrs", "0.001,0.05", "--n-samples", "300", "--epochs", "2", "--metric", "val_loss")
+    assert p.returncode == 0, p.stderr
+    exp = client.get_experiment_by_name("classifier").experiment_id
+    parent = client.search_runs([exp], filter_string="tags.`trackflow.kind` = 'sweep'")[0]
+    assert parent.data.params["metric"] == "val_loss" and parent.data.params["base_epochs"] == "2"
+    assert parent.info.run_id in p.stdout and "Trials ranked by val_loss" in p.stdout
+    assert "models:/classifier/1" in p.stdout
