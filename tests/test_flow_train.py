@@ -5,7 +5,6 @@ from prefect import task
 
 import flows.train as train_flow
 from flows.train import training_pipeline
-from trackflow.config import TrainConfig
 
 
 def test_flow_tracks_everything(client, tiny_config):
