@@ -72,7 +72,7 @@ def run_trial(config: TrainConfig, run_id: str, experiment_id: str, tracking_uri
 
 def task_runner_for(config: SweepConfig):
     """Threads on this machine by default; a Dask cluster (existing or local processes) when asked."""
-    if config.dask_address or config.workers:
+    if config.uses_dask:
         from prefect_dask import DaskTaskRunner
 
         if config.dask_address:
@@ -113,7 +113,7 @@ def sweep_pipeline(config: SweepConfig = SweepConfig()) -> SweepResult:
     with tracked(parent):
         log_params(parent, {"lrs": json.dumps(config.lrs), "optimizers": json.dumps(config.optimizers),
                             "dropouts": json.dumps(config.dropouts), "metric": metric, "n_trials": len(grid),
-                            "runner": "dask" if (config.dask_address or config.workers) else "threads"}
+                            "runner": "dask" if config.uses_dask else "threads"}
                    | {f"base_{k}": v for k, v in base.model_dump().items() if k not in ("lr", "optimizer", "dropout")})
         tags = {"trackflow.kind": "trial"} | prefect_tags()
         run_ids = [start_run(experiment_id, run_name=f"trial-{c.optimizer}-lr{c.lr:g}-do{c.dropout:g}", tags=tags,

@@ -35,38 +35,25 @@ def test_train_end_to_end(client):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "command, args, message",
     [
-        (["--lr", "0"], "--lr: Input should be greater than 0 (got 0.0)"),
-        (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1"),
-        (["--test-size", "1.5"], "--test-size: Input should be less than 1"),
-        (["--optimizer", "sgd"], "invalid choice: 'sgd'"),
-        (["--n-features", "3"], "n_informative (5) must be <= n_features (3)"),
-        (["--epochs", "ten"], "invalid int value: 'ten'"),
+        ("train", ["--lr", "0"], "--lr: Input should be greater than 0 (got 0.0)"),
+        ("train", ["--epochs", "0"], "--epochs: Input should be greater than or equal to 1"),
+        ("train", ["--test-size", "1.5"], "--test-size: Input should be less than 1"),
+        ("train", ["--optimizer", "sgd"], "invalid choice: 'sgd'"),
+        ("train", ["--n-features", "3"], "n_informative (5) must be <= n_features (3)"),
+        ("train", ["--epochs", "ten"], "invalid int value: 'ten'"),
+        ("sweep", ["--lrs", "0.1,-1"], "lrs must all be in (0, 10]"),
+        ("sweep", ["--lrs", "abc"], "expected float values separated by commas"),
+        ("sweep", ["--optimizers", "adam,sgd"], "invalid choice(s) ['sgd']"),
+        ("sweep", ["--metric", "test_accuracy"], "invalid choice: 'test_accuracy'"),
+        ("sweep", ["--workers", "0"], "--workers: Input should be greater than or equal to 1"),
+        ("sweep", ["--dask-address", "localhost:8786"], "must look like tcp://HOST:PORT"),
+        ("sweep", ["--epochs", "0"], "--epochs: Input should be greater than or equal to 1"),
     ],
 )
-def test_bad_arguments_exit_2_with_no_run(client, args, message):
-    p = run_cli("train", *args, timeout=60)
-    assert p.returncode == 2
-    assert message in p.stderr
-    assert "Traceback" not in p.stderr
-    assert client.search_experiments(filter_string="name = 'classifier'") == []
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--lrs", "0.1,-1"], "lrs must all be in (0, 10]"),
-        (["--lrs", "abc"], "expected float values separated by commas"),
-        (["--optimizers", "adam,sgd"], "invalid choice(s) ['sgd']"),
-        (["--metric", "test_accuracy"], "invalid choice: 'test_accuracy'"),
-        (["--workers", "0"], "--workers: Input should be greater than or equal to 1"),
-        (["--dask-address", "localhost:8786"], "must look like tcp://HOST:PORT"),
-        (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1"),
-    ],
-)
-def test_bad_sweep_arguments_exit_2_with_no_run(client, args, message):
-    p = run_cli("sweep", *args, timeout=60)
+def test_bad_arguments_exit_2_with_no_run(client, command, args, message):
+    p = run_cli(command, *args, timeout=60)
     assert p.returncode == 2, p.stderr
     assert message in p.stderr
     assert "Traceback" not in p.stderr

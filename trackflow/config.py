@@ -102,6 +102,11 @@ class SweepConfig(_Config):
             raise ValueError("the grid has more than 10,000 trials; narrow --lrs/--optimizers/--dropouts")
         return self
 
+    @property
+    def uses_dask(self) -> bool:
+        """Trials run on a Dask cluster (an existing one, or local worker processes)."""
+        return bool(self.dask_address or self.workers)
+
     def trials(self) -> list[TrainConfig]:
         """The grid: one TrainConfig per (optimizer, dropout, lr), in that nesting order, without duplicates."""
         seen, out = set(), []
