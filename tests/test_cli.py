@@ -1,21 +1,8 @@
 """The `trackflow` console script, run as a user runs it (a subprocess), against the test Prefect server."""
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-TRACKFLOW = shutil.which("trackflow", path=str(Path(sys.executable).parent))
-
-
-def run_cli(*args, timeout=300):
-    from prefect.settings import PREFECT_API_URL
-
-    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
-    return subprocess.run([TRACKFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+from tests.conftest import TRACKFLOW, run_cli
 
 
 def test_console_script_is_installed():

@@ -13,11 +13,12 @@ import sys
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from trackflow import store
-from trackflow.config import SweepConfig, TrainConfig
+from trackflow.config import AudioInferConfig, SweepConfig, TextInferConfig, TrainConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -147,6 +148,64 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _input_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad arguments or input (exit 2), not a failed run."""
+    from tasks.inputs import InputFolderError
+    from tasks.models import ModelSourceError
+    from tasks.results import OutputBusyError
+
+    return InputFolderError, ModelSourceError, OutputBusyError
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    model = TextInferConfig if args.kind == "text" else AudioInferConfig
+    config = build_config(model, args)
+    from tasks.inputs import check_input_dir
+    from tasks.models import MLFLOW_SCHEMES, resolve_model_source
+
+    try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
+        check_input_dir(config.in_dir, config.glob, exclude=config.out_dir)
+        if not config.model.startswith(MLFLOW_SCHEMES):
+            resolve_model_source(config.model)
+        Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {config.out_dir!r}: {exc.strerror or exc}; pass another --out")
+    except _input_errors() as exc:
+        raise UsageError(str(exc)) from None
+    from flows.infer import audio_inference_pipeline, text_inference_pipeline
+
+    flow = text_inference_pipeline if args.kind == "text" else audio_inference_pipeline
+    try:
+        result = flow(config)
+    except _input_errors() as exc:
+        raise UsageError(str(exc)) from None
+    print(f"\n{result.n_inputs} inputs: {result.n_ok} ok, {result.n_failed} failed "
+          f"({result.n_skipped} already done, skipped)")
+    for name in ("new_tokens_per_second", "audio_seconds_per_second", "inputs_per_second"):
+        if name in result.metrics:
+            print(f"  {name:<26} {result.metrics[name]:.2f}")
+    for where, error in result.failures:
+        print(f"  FAILED {where}: {error}")
+    if result.n_failed > len(result.failures):
+        print(f"  ... and {result.n_failed - len(result.failures)} more")
+    print(f"Results:    {result.out_dir}/results.jsonl (and results.csv)")
+    print(f"MLflow run: {result.run_id} (experiment {config.experiment!r}); open it: make ui, then {result.run_url}")
+    if result.n_failed:
+        print(f"trackflow infer {args.kind}: {result.n_failed} of {result.n_inputs} inputs failed", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_models_tiny(args: argparse.Namespace) -> int:
+    from tasks.models import make_tiny_models
+
+    paths = make_tiny_models(args.dest)
+    print(f"text model:  {paths['text']}  (trackflow infer text IN_DIR --out OUT --model {paths['text']})")
+    print(f"audio model: {paths['audio']}  (trackflow infer audio IN_DIR --out OUT --model {paths['audio']})")
+    print("Both have random weights: their outputs are gibberish, their cost and behaviour are real.")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trackflow", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -158,6 +217,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p, SweepConfig, skip=("base",))
     add_model_options(p, TrainConfig, skip=("lr", "optimizer", "dropout"))
     p.set_defaults(func=cmd_sweep)
+
+    infer = sub.add_parser("infer", help="Run a Hugging Face model over a folder of files.",
+                           description="Batch inference over a folder; rerun with the same --out to resume.")
+    kinds = infer.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, model, what in (("text", TextInferConfig, "Generate a continuation of every prompt file"),
+                              ("audio", AudioInferConfig, "Transcribe every recording")):
+        p = kinds.add_parser(kind, help=what + ".", description=what + f" ({model.__doc__.strip()})")
+        p.add_argument("in_dir", metavar="IN_DIR", help=model.model_fields["in_dir"].description)
+        p.add_argument("--out", "-o", dest="out_dir", metavar="OUT_DIR", required=True,
+                       help=model.model_fields["out_dir"].description)
+        add_model_options(p, model, skip=("in_dir", "out_dir"))
+        if kind == "text":
+            p.add_argument("--greedy", dest="do_sample", action="store_false", default=argparse.SUPPRESS,
+                           help="Greedy decoding (the default); same as --no-do-sample.")
+        p.set_defaults(func=cmd_infer)
+
+    models = sub.add_parser("models", help="Model utilities.", description="Model utilities.")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    p = msub.add_parser("tiny", help="Write small local GPT-2 and Wav2Vec2 models for offline demos and tests.",
+                        description="Build small GPT-2 and Wav2Vec2 models from configs (random weights) and save "
+                                    "them with their tokenizer/processor under DEST.")
+    p.add_argument("dest", metavar="DEST", help="Folder to write tiny-gpt2/ and tiny-wav2vec2/ into.")
+    p.set_defaults(func=cmd_models_tiny)
     return parser
 
 

@@ -117,3 +117,63 @@ class SweepConfig(_Config):
                         seen.add((opt, dropout, lr))
                         out.append(TrainConfig(**(self.base.model_dump() | {"optimizer": opt, "dropout": dropout, "lr": lr})))
         return out
+
+
+class InferConfig(_Config):
+    """Parameters shared by the batch-inference flows (`trackflow infer text|audio`)."""
+
+    in_dir: str = Field(..., min_length=1, description="Folder of input files (searched with --glob).")
+    glob: str = Field("**/*", min_length=1, description="Which files under in_dir are inputs.")
+    out_dir: str = Field(
+        ..., min_length=1, description="Folder for results.jsonl and results.csv; reusing it resumes the job."
+    )
+    batch_size: int = Field(8, ge=1, le=1024, description="Inputs per forward pass.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run; auto = CUDA when available.")
+    experiment: str = Field("batch-inference", min_length=1, description="MLflow experiment to log the job in.")
+    log_every: float = Field(10.0, gt=0, le=3600, description="Seconds between progress lines in the Prefect log.")
+
+    @model_validator(mode="after")
+    def _check_glob(self) -> "InferConfig":
+        if self.glob.startswith("/") or ".." in self.glob.split("/"):
+            raise ValueError(f"glob {self.glob!r} must be relative to in_dir (no leading '/' or '..')")
+        return self
+
+
+class TextInferConfig(InferConfig):
+    """Parameters of GPT-2 style text generation over a folder of prompts (`trackflow infer text`)."""
+
+    model: str = Field(
+        "gpt2", min_length=1, description="Hub id, local folder, or MLflow model URI (models:/..., runs:/...)."
+    )
+    glob: str = Field(
+        "**/*.{txt,jsonl}",
+        min_length=1,
+        description='Which files under in_dir are prompts: .txt holds one prompt; .jsonl one {"prompt": ...} per line.',
+    )
+    max_new_tokens: int = Field(50, ge=1, le=4096, description="Tokens generated per prompt.")
+    do_sample: bool = Field(False, description="Sample (--do-sample) instead of greedy decoding (--no-do-sample, the default).")
+    temperature: float = Field(1.0, gt=0, le=100, description="Sampling temperature (with --do-sample).")
+    top_k: int = Field(
+        50, ge=0, le=100_000, description="Sample from the k most likely tokens; 0 = no limit (with --do-sample)."
+    )
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with --do-sample).")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for sampling.")
+
+
+class AudioInferConfig(InferConfig):
+    """Parameters of Wav2Vec2 CTC transcription over a folder of recordings (`trackflow infer audio`)."""
+
+    model: str = Field(
+        "facebook/wav2vec2-base-960h", min_length=1, description="Hub id, local folder, or MLflow model URI."
+    )
+    glob: str = Field(
+        "**/*.{wav,flac,ogg,mp3}",
+        min_length=1,
+        description="Which files under in_dir are recordings ({a,b} alternatives; case-insensitive).",
+    )
+    chunk_seconds: float = Field(
+        30.0, ge=2, le=600, description="Recordings longer than this are transcribed in overlapping chunks and stitched."
+    )
+    max_seconds: float = Field(
+        4 * 3600.0, gt=0, description="Recordings longer than this are refused (error record), to bound memory."
+    )

@@ -1,0 +1,320 @@
+"""Finding and reading batch-inference inputs: prompt files and recordings.
+
+The folder is streamed (a sorted walk, one directory at a time), never listed whole,
+and every reader turns a bad file into an `InputError` naming the cause, so one bad
+file becomes one error record and never stops the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+TARGET_RATE = 16_000  # Wav2Vec2 checkpoints are trained on 16 kHz mono
+SILENCE_PEAK = 1e-4  # -80 dBFS: below this a clip holds no signal worth transcribing
+
+
+class InputFolderError(ValueError):
+    """The input folder is missing, not a folder, or has nothing to process: the whole job is refused."""
+
+
+class InputError(Exception):
+    """A single input cannot be processed; the message names the cause (and the fix, where there is one)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work: a file, or one line of a .jsonl file."""
+
+    input: str  # path relative to the input folder, POSIX separators
+    line: int | None  # 1-based line for .jsonl prompts, else None
+    digest: str  # sha256 of the content this item stands for
+
+    @property
+    def key(self) -> str:
+        return self.input if self.line is None else f"{self.input}:{self.line}"
+
+
+def glob_regex(pattern: str) -> re.Pattern:
+    """A glob with `**` (any depth), `*`, `?`, `[...]` and `{a,b}` alternatives, case-insensitive."""
+    return re.compile("(?s:" + _glob_body(pattern) + r")\Z", re.IGNORECASE)
+
+
+def _glob_body(pattern: str) -> str:
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "{":
+            end = pattern.find("}", i)
+            if end < 0:
+                raise ValueError(f"glob {pattern!r} has an unclosed '{{'")
+            alts = pattern[i + 1 : end].split(",")
+            out.append("(?:" + "|".join(_glob_body(a) for a in alts) + ")")
+            i = end + 1
+            continue
+        elif c == "[":
+            end = pattern.find("]", i)
+            if end < 0:
+                raise ValueError(f"glob {pattern!r} has an unclosed '['")
+            out.append(pattern[i : end + 1])
+            i = end + 1
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def iter_files(in_dir: str | Path, pattern: str, exclude: str | Path | None = None) -> Iterator[Path]:
+    """Files under `in_dir` matching `pattern`, in sorted order, streamed directory by directory.
+
+    Hidden files and folders (".DS_Store", "._x.wav", ".git") and the `exclude` folder
+    (the output folder, when it sits inside the input one) are skipped.
+    """
+    root = Path(in_dir)
+    rx = glob_regex(pattern)
+    skip = Path(exclude).resolve() if exclude else None
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (skip is None or Path(dirpath, d).resolve() != skip)
+        )
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath, name)
+            rel = path.relative_to(root).as_posix()
+            if rx.match(rel) and not path.is_dir():
+                yield path
+
+
+def check_input_dir(in_dir: str | Path, pattern: str, exclude: str | Path | None = None) -> None:
+    """Raise InputFolderError naming the folder when there is nothing to process."""
+    root = Path(in_dir)
+    if not root.exists():
+        raise InputFolderError(f"input folder {str(root)!r} does not exist; check the path")
+    if not root.is_dir():
+        raise InputFolderError(f"input {str(root)!r} is a file, not a folder; pass the folder that holds it")
+    if next(iter_files(root, pattern, exclude), None) is None:
+        raise InputFolderError(f"input folder {str(root)!r} has no files matching {pattern!r}; add files or change --glob")
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _decode_utf8(data: bytes, where: str) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{where} is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); re-save it as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise InputError(f"{where} contains NUL bytes: it looks like a binary file, not text")
+    return text
+
+
+def read_prompts(path: Path, rel: str) -> Iterator[tuple[Item, str | InputError]]:
+    """The prompts in one file: (item, prompt) or (item, InputError) per prompt.
+
+    A `.txt` file is one prompt; a `.jsonl` file is one `{"prompt": ...}` per line
+    (blank lines are skipped). A file that cannot be read at all yields one error item.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        yield Item(rel, None, ""), InputError(f"cannot read file: {exc.strerror or exc}")
+        return
+    if path.suffix.lower() != ".jsonl":
+        item = Item(rel, None, hashlib.sha256(data).hexdigest())
+        try:
+            text = _decode_utf8(data, "file")
+            if not text.strip():
+                raise InputError("empty prompt: the file is empty or only whitespace")
+            yield item, text
+        except InputError as exc:
+            yield item, exc
+        return
+    try:
+        text = _decode_utf8(data, "file")
+    except InputError as exc:
+        yield Item(rel, None, hashlib.sha256(data).hexdigest()), exc
+        return
+    if not text.strip():
+        yield Item(rel, None, hashlib.sha256(data).hexdigest()), InputError("empty file: no JSON lines")
+        return
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        item = Item(rel, n, text_digest(line))
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield item, InputError(f"line {n} is not valid JSON ({exc.msg}); expected {{\"prompt\": \"...\"}}")
+            continue
+        prompt = obj.get("prompt") if isinstance(obj, dict) else None
+        if not isinstance(prompt, str):
+            yield item, InputError(f'line {n} has no string "prompt" field; expected {{"prompt": "..."}}')
+        elif not prompt.strip():
+            yield item, InputError(f"line {n}: empty prompt")
+        else:
+            yield item, prompt
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def decode_audio(path: Path, max_seconds: float = float("inf")) -> np.ndarray:
+    """Decode a WAV/FLAC/OGG/MP3 file to 16 kHz mono float32 (soundfile decodes, torchaudio resamples)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile's errors carry no useful type
+        raise InputError(f"not a readable audio file ({_sf_reason(exc)}); expected WAV, FLAC, OGG or MP3") from None
+    if info.frames == 0 or info.samplerate <= 0:
+        raise InputError("zero-length clip: the file holds no audio frames")
+    if info.duration > max_seconds:
+        raise InputError(
+            f"recording is {info.duration:.0f} s, longer than --max-seconds {max_seconds:g}; split it or raise the limit"
+        )
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise InputError(f"corrupt audio: decoding failed ({_sf_reason(exc)})") from None
+    if len(data) == 0:
+        raise InputError("zero-length clip: the file holds no audio frames")
+    # libsndfile shortens a truncated WAV's length to what the file holds and notes the
+    # header's claim in its log ("data : 132300 (should be 66128)"); compressed formats
+    # decode fewer frames than their header promises (1% slack for MP3's encoder padding).
+    claimed = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "", re.MULTILINE)
+    if claimed and int(claimed.group(2)) < int(claimed.group(1)):
+        raise InputError(
+            f"truncated audio: the header promises {int(claimed.group(1))} bytes of samples, "
+            f"the file holds {int(claimed.group(2))}"
+        )
+    if len(data) < 0.99 * info.frames:
+        raise InputError(
+            f"truncated audio: the header promises {info.frames / rate:.2f} s, the file holds {len(data) / rate:.2f} s"
+        )
+    if not np.isfinite(data).all():
+        raise InputError("corrupt audio: the samples contain NaN or infinity")
+    mono = data.mean(axis=1)
+    peak = float(np.abs(mono).max())
+    if peak < SILENCE_PEAK:
+        raise InputError(f"silence: peak amplitude {peak:.1e} is below {SILENCE_PEAK:g} (-80 dBFS); nothing to transcribe")
+    if rate != TARGET_RATE:
+        import torch
+        import torchaudio.functional as AF
+
+        mono = AF.resample(torch.from_numpy(mono), rate, TARGET_RATE).numpy()
+    if len(mono) < TARGET_RATE // 10:
+        raise InputError(f"clip is {len(mono) / TARGET_RATE * 1000:.0f} ms long; at least 100 ms is needed")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _sf_reason(exc: Exception) -> str:
+    msg = str(exc)
+    # "Error opening '/abs/path': Format not recognised." -> "Format not recognised."
+    return msg.split(": ", 1)[1] if msg.startswith("Error opening") and ": " in msg else msg
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass
+class Loaded:
+    """An input read from disk: its value (prompt text or 16 kHz samples), or why it could not be read."""
+
+    item: Item
+    value: object = None
+    error: str | None = None
+
+
+def _io_task(fn):
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    # Reading retries on transient OS errors; bad content is an error record, not a retry.
+    return task(fn, retries=2, retry_delay_seconds=[1, 4], cache_policy=NO_CACHE)
+
+
+def _read_prompt_files(in_dir: str, rels: list[str]) -> list[Loaded]:
+    """Every prompt in the files `rels` (paths relative to `in_dir`)."""
+    root = Path(in_dir)
+    out = []
+    for rel in rels:
+        for item, value in read_prompts(root / rel, rel):
+            out.append(Loaded(item, error=str(value)) if isinstance(value, InputError) else Loaded(item, value))
+    return out
+
+
+def _decode_audio_files(in_dir: str, rels: list[str], max_seconds: float, skip=None) -> list[Loaded]:
+    """Decoded recordings; `skip(key, digest)` says which need no work (already done), which are not decoded."""
+    root = Path(in_dir)
+    out = []
+    for rel in rels:
+        path = root / rel
+        try:
+            digest = file_digest(path)
+        except OSError as exc:
+            out.append(Loaded(Item(rel, None, ""), error=f"cannot read file: {exc.strerror or exc}"))
+            continue
+        item = Item(rel, None, digest)
+        if skip is not None and skip(item.key, digest):
+            out.append(Loaded(item, value=None))
+            continue
+        try:
+            out.append(Loaded(item, decode_audio(path, max_seconds)))
+        except InputError as exc:
+            out.append(Loaded(item, error=str(exc)))
+    return out
+
+
+read_prompt_files = _io_task(_read_prompt_files)
+decode_audio_files = _io_task(_decode_audio_files)
+
+
+def count_items(in_dir: str | Path, pattern: str, exclude: str | Path | None = None) -> int:
+    """How many inputs the folder holds (files, and non-blank lines of .jsonl files): the progress total."""
+    n = 0
+    for path in iter_files(in_dir, pattern, exclude):
+        if path.suffix.lower() == ".jsonl":
+            try:
+                with open(path, "rb") as f:
+                    n += max(1, sum(1 for line in f if line.strip()))
+            except OSError:
+                n += 1
+        else:
+            n += 1
+    return n

@@ -1,0 +1,90 @@
+"""Batched CTC transcription (Wav2Vec2 and kin), with long recordings chunked and stitched.
+
+A recording longer than the chunk is cut into overlapping windows; each window's
+logits lose their overlap (`stride` on each inner side) and the rest are concatenated
+before one CTC decode, so words on a window edge are seen whole by one window.
+
+Batching never changes a transcript: a group-norm encoder (wav2vec2-base) normalises
+over time, padded zeros included, so only windows of exactly the same length share a
+batch (all full windows of long recordings do); models that take an attention mask
+are batched by sorted length with the mask.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.inputs import TARGET_RATE
+from tasks.models import SpeechModel
+
+
+@dataclass(frozen=True)
+class Window:
+    clip: int  # index of the clip
+    start: int  # sample offset
+    stop: int
+    keep_left: int  # samples of overlap to drop at each side
+    keep_right: int
+
+
+def plan_windows(n_samples: int, chunk: int, stride: int, clip: int = 0) -> list[Window]:
+    """Windows of `chunk` samples stepping by chunk - 2*stride; their kept parts tile [0, n_samples)."""
+    if n_samples <= chunk:
+        return [Window(clip, 0, n_samples, 0, 0)]
+    step = chunk - 2 * stride
+    windows, start = [], 0
+    while True:
+        stop = min(start + chunk, n_samples)
+        last = stop == n_samples
+        windows.append(Window(clip, start, stop, stride if start else 0, 0 if last else stride))
+        if last:
+            return windows
+        start += step
+
+
+def _batches(model: SpeechModel, windows: list[Window], batch_size: int) -> list[list[Window]]:
+    if model.takes_attention_mask:
+        ordered = sorted(windows, key=lambda w: w.stop - w.start)
+        return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    by_len: dict[int, list[Window]] = defaultdict(list)
+    for w in windows:
+        by_len[w.stop - w.start].append(w)
+    return [group[i : i + batch_size] for _, group in sorted(by_len.items()) for i in range(0, len(group), batch_size)]
+
+
+@task(cache_policy=NO_CACHE)
+def transcribe_clips(
+    model: SpeechModel, clips: Sequence[np.ndarray], batch_size: int = 8, chunk_seconds: float = 30.0
+) -> list[str]:
+    """Transcripts of 16 kHz mono float32 clips, in order."""
+    import torch
+
+    ratio = model.samples_per_frame
+    chunk = max(int(chunk_seconds * TARGET_RATE) // ratio * ratio, 2 * ratio)
+    stride = chunk // 6 // ratio * ratio  # as transformers' ASR pipeline: chunk/6 of context each side
+    windows = [w for i, clip in enumerate(clips) for w in plan_windows(len(clip), chunk, stride, i)]
+    pieces: dict[Window, torch.Tensor] = {}
+    extractor = model.processor.feature_extractor
+    for batch in _batches(model, windows, batch_size):
+        audio = [clips[w.clip][w.start : w.stop] for w in batch]
+        feats = extractor(audio, sampling_rate=TARGET_RATE, return_tensors="pt", padding=True,
+                          return_attention_mask=model.takes_attention_mask)
+        kwargs = {"input_values": feats["input_values"].to(model.device)}
+        if model.takes_attention_mask:
+            kwargs["attention_mask"] = feats["attention_mask"].to(model.device)
+        with torch.inference_mode():
+            logits = model.model(**kwargs).logits.cpu()
+        for w, row in zip(batch, logits):
+            n = int(model.model._get_feat_extract_output_lengths(torch.tensor(w.stop - w.start)))
+            pieces[w] = row[w.keep_left // ratio : n - w.keep_right // ratio]
+    per_clip: dict[int, list[torch.Tensor]] = defaultdict(list)
+    for w in windows:  # windows are in clip order, then time order
+        per_clip[w.clip].append(pieces[w])
+    ids = [torch.cat(per_clip[i]).argmax(dim=-1) for i in range(len(clips))]
+    return [model.processor.decode(t, skip_special_tokens=True) for t in ids]
