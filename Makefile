@@ -13,7 +13,10 @@ export DO_NOT_TRACK ?= 1
 export PYTHONUNBUFFERED ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast ui bench lock clean
+PREFECT_API ?= http://127.0.0.1:$(PREFECT_PORT)/api
+POOL ?= trackflow-process
+
+.PHONY: help install run test test-fast ui bench lock clean server worker deploy serve
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,6 +43,21 @@ ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:$(MLFLOW_PO
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
 	  --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" \
 	  --default-artifact-root "$(CURDIR)/mlruns/artifacts"
+
+server: $(STAMP) ## Prefect server (API + UI) on http://127.0.0.1:$(PREFECT_PORT); its database is in ~/.prefect
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+deploy: $(STAMP) ## Create the process work pool and register prefect.yaml's deployments on the server
+	PREFECT_API_URL=$${PREFECT_API_URL:-$(PREFECT_API)} $(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || \
+	  PREFECT_API_URL=$${PREFECT_API_URL:-$(PREFECT_API)} $(BIN)/prefect work-pool create $(POOL) --type process
+	TRACKFLOW_HOME=$(CURDIR) PREFECT_API_URL=$${PREFECT_API_URL:-$(PREFECT_API)} $(BIN)/prefect --no-prompt deploy --all
+
+worker: $(STAMP) ## A process worker for the pool (flow runs start in the clone `make deploy` ran in)
+	PREFECT_API_URL=$${PREFECT_API_URL:-$(PREFECT_API)} \
+	  $(BIN)/prefect worker start --pool $(POOL) --type process
+
+serve: $(STAMP) ## Serve prefect.yaml's deployments and schedules in one process (no worker needed)
+	PREFECT_API_URL=$${PREFECT_API_URL:-$(PREFECT_API)} $(BIN)/trackflow serve
 
 bench: $(STAMP) ## Run benchmarks/ and print each figure beside its peer
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 
 from flows.train import prefect_tags, tracked
 from tasks.generation import check_prompt_lengths, generate_batch
-from tasks.inputs import Loaded, check_input_dir, count_items, decode_audio_files, iter_files, read_prompt_files
+from tasks.inputs import InputFolderError, Loaded, check_input_dir, count_items, decode_audio_files, iter_files, read_prompt_files
 from tasks.models import load_speech_model, load_text_model
 from tasks.reporting import metrics_markdown, publish_markdown
 from tasks.results import RESULTS_CSV, RESULTS_JSONL, ResultsLog, fingerprint
@@ -137,15 +137,26 @@ def _run_job(
     return result
 
 
-def _prepare(config: InferConfig) -> None:
-    """Refuse a missing or empty input folder before any model is loaded or run is created."""
-    check_input_dir(config.in_dir, config.glob, exclude=config.out_dir)
+def _nothing_to_do(config: InferConfig) -> bool:
+    """Refuse a missing or empty input folder before any model is loaded or run is created.
+
+    With `allow_empty` (a scheduled inbox), an existing folder with no inputs is not an error.
+    """
+    try:
+        check_input_dir(config.in_dir, config.glob, exclude=config.out_dir)
+    except InputFolderError:
+        if config.allow_empty and Path(config.in_dir).is_dir():
+            get_run_logger().info("nothing to do: no files matching %r in %s", config.glob, config.in_dir)
+            return True
+        raise
+    return False
 
 
 @flow(name="infer-text", log_prints=True)
 def text_inference_pipeline(config: TextInferConfig) -> InferResult:
     """Continue every prompt under `in_dir` with a causal LM; results in `out_dir`."""
-    _prepare(config)
+    if _nothing_to_do(config):
+        return InferResult("", "", str(Path(config.out_dir).resolve()))
     lm = load_text_model(config.model, config.device)
     settings = {k: getattr(config, k) for k in ("model", "max_new_tokens", "do_sample")}
     if config.do_sample:
@@ -177,7 +188,8 @@ def audio_inference_pipeline(config: AudioInferConfig) -> InferResult:
     """Transcribe every recording under `in_dir` with a CTC model; results in `out_dir`."""
     from tasks.inputs import TARGET_RATE
 
-    _prepare(config)
+    if _nothing_to_do(config):
+        return InferResult("", "", str(Path(config.out_dir).resolve()))
     sm = load_speech_model(config.model, config.device)
     settings = {"model": config.model, "chunk_seconds": config.chunk_seconds}
 

@@ -164,7 +164,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from tasks.models import MLFLOW_SCHEMES, resolve_model_source
 
     try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
-        check_input_dir(config.in_dir, config.glob, exclude=config.out_dir)
+        if not (config.allow_empty and Path(config.in_dir).is_dir()):
+            check_input_dir(config.in_dir, config.glob, exclude=config.out_dir)
         if not config.model.startswith(MLFLOW_SCHEMES):
             resolve_model_source(config.model)
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
@@ -179,6 +180,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
         result = flow(config)
     except _input_errors() as exc:
         raise UsageError(str(exc)) from None
+    if not result.run_id:
+        print(f"Nothing to do: no files matching {config.glob!r} in {config.in_dir}")
+        return EXIT_OK
     print(f"\n{result.n_inputs} inputs: {result.n_ok} ok, {result.n_failed} failed "
           f"({result.n_skipped} already done, skipped)")
     for name in ("new_tokens_per_second", "audio_seconds_per_second", "inputs_per_second"):
@@ -204,6 +208,31 @@ def cmd_models_tiny(args: argparse.Namespace) -> int:
     print(f"audio model: {paths['audio']}  (trackflow infer audio IN_DIR --out OUT --model {paths['audio']})")
     print("Both have random weights: their outputs are gibberish, their cost and behaviour are real.")
     return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.deployments import PREFECT_YAML, read_deployments, serve_all
+
+    path = args.file or PREFECT_YAML
+    try:
+        specs = read_deployments(path)
+    except (OSError, ValidationError, KeyError) as exc:
+        raise UsageError(f"cannot use {path}: {exc}") from None
+    for s in specs:
+        print(f"  {s.name:<22} {', '.join(c for c, _ in s.crons) or 'no schedule'}  ({s.flow.name})")
+    serve_all(path, limit=args.limit)
+    return EXIT_OK
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    uri = store.configure()
+    cmd = ["mlflow", "ui", "--host", args.host, "--port", str(args.port), "--backend-store-uri", uri]
+    artifacts = store.artifact_location(uri)
+    if artifacts:
+        cmd += ["--default-artifact-root", artifacts]
+    print(f"MLflow UI on http://{args.host}:{args.port} over {uri}")
+    exe = Path(sys.executable).parent / "mlflow"
+    os.execv(str(exe), cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
                                     "them with their tokenizer/processor under DEST.")
     p.add_argument("dest", metavar="DEST", help="Folder to write tiny-gpt2/ and tiny-wav2vec2/ into.")
     p.set_defaults(func=cmd_models_tiny)
+
+    p = sub.add_parser("serve", help="Serve the deployments of prefect.yaml with their schedules (no worker).",
+                       description="Serve every deployment in prefect.yaml, with its cron schedule and parameters, "
+                                   "in this process until interrupted. Needs a Prefect server (PREFECT_API_URL).")
+    p.add_argument("--file", metavar="PREFECT_YAML", help="Deployments file (default: the project's prefect.yaml).")
+    p.add_argument("--limit", type=int, metavar="N", help="At most N flow runs at once.")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ui", help="MLflow UI over the project's store (127.0.0.1).",
+                       description="MLflow UI over the store trackflow writes to (MLFLOW_TRACKING_URI or mlruns/).")
+    p.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1: this machine only).")
+    p.add_argument("--port", type=int, default=5000, help="Port (default 5000).")
+    p.set_defaults(func=cmd_ui)
     return parser
 
 

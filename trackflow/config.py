@@ -131,6 +131,9 @@ class InferConfig(_Config):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run; auto = CUDA when available.")
     experiment: str = Field("batch-inference", min_length=1, description="MLflow experiment to log the job in.")
     log_every: float = Field(10.0, gt=0, le=3600, description="Seconds between progress lines in the Prefect log.")
+    allow_empty: bool = Field(
+        False, description="An existing input folder with nothing to process ends the job quietly (scheduled inboxes)."
+    )
 
     @model_validator(mode="after")
     def _check_glob(self) -> "InferConfig":

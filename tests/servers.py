@@ -1,0 +1,136 @@
+"""Starting and stopping real servers for integration tests: Prefect, MLflow, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM the process group, then SIGKILL what is left."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def spawn(cmd: list[str], log: Path, env: dict, cwd: str | Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+@contextmanager
+def prefect_server(home: Path):
+    """`prefect server start` on a free loopback port with its own database; yields the API URL."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_UI_ENABLED": "true",
+    }
+    log = home / "server.log"
+    proc = spawn([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", port], log, env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/health", proc, log, timeout=180)
+        yield f"http://127.0.0.1:{port}/api"
+    finally:
+        stop(proc)
+
+
+def pg_bin(name: str) -> str | None:
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / name).exists():
+            return str(d / name)
+    return shutil.which(name)
+
+
+@contextmanager
+def postgres(data: Path):
+    """A throwaway PostgreSQL cluster on a free loopback port; yields a SQLAlchemy URL.
+
+    PostgreSQL refuses to run as root, so as root it runs as the `postgres` user the
+    Debian package creates.
+    """
+    initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql); .ci/run installs it")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        data.parent.mkdir(parents=True, exist_ok=True)
+        os.chown(data.parent, pw.pw_uid, pw.pw_gid)
+        for p in data.parents:  # the postgres user must reach the folder
+            if p == Path("/"):
+                break
+            os.chmod(p, os.stat(p).st_mode | 0o005)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    sock_dir = data.parent
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "trackflow", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    log = data.parent / "postgres.log"
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+                    f"-p {port} -k {sock_dir} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([*as_user, pg_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U",
+                        "trackflow", "mlflow"], check=True, capture_output=True)
+        yield f"postgresql://trackflow@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path, log: Path):
+    """`mlflow server` on loopback, serving artifacts itself; yields its URL."""
+    port = free_port()
+    env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = spawn([BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port, "--backend-store-uri", backend_uri,
+                  "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(), "--workers", "1"], log, env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, log, timeout=180)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)

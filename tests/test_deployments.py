@@ -1,0 +1,168 @@
+"""prefect.yaml, `trackflow serve`, and a real Prefect server + worker running every deployment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from datetime import datetime
+
+import httpx
+import pytest
+import yaml
+
+from flows.deployments import PREFECT_YAML, read_deployments
+from tests.conftest import REPO, TRACKFLOW, cli_env, write_audio
+from tests.servers import BIN, prefect_server, spawn, stop
+from trackflow.config import AudioInferConfig, SweepConfig, TextInferConfig, TrainConfig
+
+EXPECTED = {
+    "nightly-training": ("train-classifier", "0 2 * * *", TrainConfig),
+    "weekly-sweep": ("lr-sweep", "0 3 * * 1", SweepConfig),
+    "hourly-inbox-text": ("infer-text", "5 * * * *", TextInferConfig),
+    "hourly-inbox-audio": ("infer-audio", "35 * * * *", AudioInferConfig),
+}
+
+
+def test_prefect_yaml_deployments_validate_against_the_flow_configs():
+    specs = {s.name: s for s in read_deployments()}
+    assert set(specs) == set(EXPECTED)
+    for name, (flow_name, cron, model) in EXPECTED.items():
+        s = specs[name]
+        assert s.flow.name == flow_name and s.crons == ((cron, "UTC"),) and isinstance(s.config, model)
+    raw = yaml.safe_load(PREFECT_YAML.read_text())
+    assert {d["work_pool"]["name"] for d in raw["deployments"]} == {"trackflow-process"}
+    assert all(set(d["schedules"][0]) <= {"cron", "timezone", "active"} for d in raw["deployments"])
+
+
+def test_a_bad_parameter_in_prefect_yaml_is_caught(tmp_path):
+    from pydantic import ValidationError
+
+    raw = yaml.safe_load(PREFECT_YAML.read_text())
+    raw["deployments"][0]["parameters"]["config"]["lr"] = -1
+    bad = tmp_path / "prefect.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValidationError, match="lr"):
+        read_deployments(bad)
+
+
+def api(url: str, path: str, body: dict | None = None):
+    r = httpx.post(f"{url}{path}", json=body or {}, timeout=30) if body is not None else httpx.get(f"{url}{path}", timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def deployments_by_name(url: str) -> dict[str, dict]:
+    return {d["name"]: d for d in api(url, "/deployments/filter", {"limit": 50})}
+
+
+def assert_schedules(url: str, deps: dict[str, dict], scheduled_runs: bool = True) -> None:
+    """Each deployment has its cron from prefect.yaml; with `scheduled_runs`, the server's
+    scheduler has created upcoming runs at exactly that cron's next times."""
+    import asyncio
+
+    from prefect.server.schemas.schedules import CronSchedule
+
+    for name, (_, cron, _) in EXPECTED.items():
+        d = deps[name]
+        assert [s["schedule"]["cron"] for s in d["schedules"]] == [cron]
+        assert all(s["active"] for s in d["schedules"])
+        if not scheduled_runs:
+            continue
+        runs = []
+        deadline = time.monotonic() + 60
+        while not runs and time.monotonic() < deadline:  # the scheduler service fills these in
+            runs = api(url, "/flow_runs/filter", {"deployments": {"id": {"any_": [d["id"]]}},
+                                                  "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}})
+            time.sleep(1)
+        assert runs, f"no scheduled runs for {name}"
+        times = sorted(datetime.fromisoformat(r["expected_start_time"].replace("Z", "+00:00")) for r in runs)
+        expected = asyncio.run(CronSchedule(cron=cron, timezone="UTC").get_dates(n=len(times), start=times[0]))
+        assert times == [datetime.fromisoformat(d.isoformat()) for d in expected], f"{name}: {times} vs {cron}"
+
+
+@pytest.mark.slow
+def test_serve_registers_every_deployment_with_its_schedule(tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    proc = spawn([TRACKFLOW, "serve"], tmp_path / "serve.log", cli_env())
+    try:
+        deadline, deps = time.monotonic() + 120, {}
+        while time.monotonic() < deadline and not set(EXPECTED) <= set(deps):
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            deps = deployments_by_name(url)
+            time.sleep(1)
+        assert set(EXPECTED) <= set(deps)
+        # The test harness's server runs no scheduler service; the real-server test checks the runs.
+        assert_schedules(url, deps, scheduled_runs=False)
+        assert deps["hourly-inbox-text"]["parameters"]["config"]["in_dir"] == "inbox/text"
+    finally:
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_deploy_then_a_worker_runs_every_deployment(tmp_path, tiny_models, client, mlflow_store):
+    text_in, audio_in = tmp_path / "inbox" / "text", tmp_path / "inbox" / "audio"
+    text_in.mkdir(parents=True)
+    (text_in / "a.txt").write_text("Hello world")
+    write_audio(audio_in / "tone.wav", 22050, 1.0)
+    with prefect_server(tmp_path / "prefect") as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
+            "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "prefect"), "MLFLOW_TRACKING_URI": mlflow_store,
+            "TRACKFLOW_HOME": str(REPO), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+
+        def prefect(*args, timeout=180):
+            p = subprocess.run([str(BIN / "prefect"), *args], cwd=REPO, env=env, capture_output=True, text=True,
+                               timeout=timeout, stdin=subprocess.DEVNULL)
+            assert p.returncode == 0, p.stdout + p.stderr
+            return p.stdout
+
+        prefect("work-pool", "create", "trackflow-process", "--type", "process")
+        prefect("--no-prompt", "deploy", "--all")
+        deps = deployments_by_name(url)
+        assert set(EXPECTED) <= set(deps)
+        assert_schedules(url, deps)
+        pull = deps["nightly-training"]["pull_steps"]
+        assert pull == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+
+        params = {
+            "nightly-training": {"n_samples": 300, "epochs": 2, "experiment": "deployed"},
+            "weekly-sweep": {"base": {"n_samples": 300, "epochs": 2, "experiment": "deployed"}, "lrs": [0.01, 0.1]},
+            "hourly-inbox-text": {"in_dir": str(text_in), "out_dir": str(tmp_path / "out-text"),
+                                  "model": str(tiny_models["text"]), "max_new_tokens": 4},
+            "hourly-inbox-audio": {"in_dir": str(audio_in), "out_dir": str(tmp_path / "out-audio"),
+                                   "model": str(tiny_models["audio"])},
+        }
+        run_ids = {}
+        for name, (flow_name, _, _) in EXPECTED.items():
+            out = prefect("deployment", "run", f"{flow_name}/{name}", "--params", json.dumps({"config": params[name]}))
+            run_ids[name] = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
+        worker = spawn([BIN / "prefect", "worker", "start", "--pool", "trackflow-process", "--type", "process",
+                        "--limit", "2"], tmp_path / "worker.log", env, cwd=tmp_path)
+        try:
+            states: dict[str, str] = {}
+            deadline = time.monotonic() + 420
+            while time.monotonic() < deadline:
+                states = {n: api(url, f"/flow_runs/{i}")["state"]["type"] for n, i in run_ids.items()}
+                if all(s in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in states.values()):
+                    break
+                assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+                time.sleep(2)
+            assert set(states.values()) == {"COMPLETED"}, f"{states}\n{(tmp_path / 'worker.log').read_text()[-4000:]}"
+        finally:
+            stop(worker)
+
+    deployed = client.get_experiment_by_name("deployed")
+    runs = client.search_runs([deployed.experiment_id])
+    flow_run_ids = {r.data.tags.get("prefect.flow_run_id") for r in runs}
+    assert {run_ids["nightly-training"], run_ids["weekly-sweep"]} <= flow_run_ids
+    assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 1 + 1 + 2  # train, sweep parent + 2 trials
+    inference = client.search_runs([client.get_experiment_by_name("batch-inference").experiment_id])
+    assert {r.data.tags["prefect.flow_run_id"] for r in inference} == {run_ids["hourly-inbox-text"],
+                                                                       run_ids["hourly-inbox-audio"]}
+    assert all(r.data.metrics["n_ok"] == 1 for r in inference)
+    assert (tmp_path / "out-text" / "results.jsonl").exists() and (tmp_path / "out-audio" / "results.csv").exists()
+    assert not (REPO / "inbox").exists() and not (REPO / "outbox").exists()
