@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED ?= 1
 PREFECT_API ?= http://127.0.0.1:$(PREFECT_PORT)/api
 POOL ?= trackflow-process
 
-.PHONY: help install run test test-fast ui bench lock clean server worker deploy serve
+.PHONY: help system-deps install run test test-fast ui bench lock clean server worker deploy serve
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
+
+SYSTEM_PACKAGES := postgresql chromium chromium-driver
+system-deps: ## Install the Debian packages the integration tests use (PostgreSQL, Chromium + ChromeDriver)
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 install: $(STAMP) ## Create .venv (if missing) and install the pinned dependency set
 
@@ -38,11 +47,8 @@ test: $(STAMP) ## Run the whole test suite, slow tests included
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
-ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:$(MLFLOW_PORT)
-	@mkdir -p mlruns/artifacts
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
-	  --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" \
-	  --default-artifact-root "$(CURDIR)/mlruns/artifacts"
+ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:$(MLFLOW_PORT) (trackflow ui)
+	$(BIN)/trackflow ui --port $(MLFLOW_PORT)
 
 server: $(STAMP) ## Prefect server (API + UI) on http://127.0.0.1:$(PREFECT_PORT); its database is in ~/.prefect
 	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)

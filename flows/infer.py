@@ -16,9 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 
-from flows.train import prefect_tags, tracked
+from flows.train import flow_run_url, prefect_tags, tracked
 from tasks.generation import check_prompt_lengths, generate_batch
 from tasks.inputs import InputFolderError, Loaded, check_input_dir, count_items, decode_audio_files, iter_files, read_prompt_files
 from tasks.models import load_speech_model, load_text_model
@@ -128,8 +127,8 @@ def _run_job(
         log_metrics(run_id, result.metrics)
         log_artifact_files(run_id, [str(log.path), str(log.dir / RESULTS_CSV)], "results")
         links = {"MLflow run": result.run_url, "results": str(log.path)}
-        if flow_run.ui_url:
-            links["Prefect flow run"] = str(flow_run.ui_url)
+        if flow_run_url():
+            links["Prefect flow run"] = flow_run_url()
         publish_markdown(f"infer-{kind}-summary", metrics_markdown(f"Batch inference ({kind})", result.metrics, links),
                          f"Counts and throughput of infer-{kind}")
         if result.n_failed:

@@ -41,14 +41,23 @@ class TrainResult:
     run_url: str = ""
 
 
+def flow_run_url() -> str | None:
+    """The flow run's page in the Prefect UI, or None where no UI address is known.
+
+    (Prefect builds it as f"{PREFECT_UI_URL}/..." even when that setting is unset, giving "None/...".)
+    """
+    url = flow_run.ui_url
+    return str(url) if url and str(url).startswith(("http://", "https://")) else None
+
+
 def prefect_tags() -> dict[str, str]:
     """Tags linking an MLflow run back to the Prefect flow run that made it."""
     tags = {}
     if flow_run.id:
         tags["prefect.flow_run_id"] = str(flow_run.id)
         tags["prefect.flow_run_name"] = str(flow_run.name)
-        if flow_run.ui_url:
-            tags["prefect.flow_run_url"] = str(flow_run.ui_url)
+        if flow_run_url():
+            tags["prefect.flow_run_url"] = flow_run_url()
     return tags
 
 
@@ -117,8 +126,8 @@ def training_pipeline(config: TrainConfig = TrainConfig()) -> TrainResult:
         if config.register_model:
             result.model_version = register_model(result.model_uri, config.model_name, run_id)
         links = {"MLflow run": result.run_url}
-        if flow_run.ui_url:
-            links["Prefect flow run"] = str(flow_run.ui_url)
+        if flow_run_url():
+            links["Prefect flow run"] = flow_run_url()
         publish_markdown(
             "training-summary", metrics_markdown("Test metrics", result.metrics, links), "Test metrics of the trained MLP"
         )

@@ -67,6 +67,7 @@ def prefect_server(home: Path):
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
         "PREFECT_UI_ENABLED": "true",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",  # the UI calls the API at this address
     }
     log = home / "server.log"
     proc = spawn([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", port], log, env)
