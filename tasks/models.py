@@ -155,43 +155,44 @@ class SpeechModel:
         return getattr(self.model.config, "feat_extract_norm", "group") == "layer"
 
 
-@task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_not_retryable, cache_policy=NO_CACHE)
-def load_text_model(model: str, device: str = "auto") -> TextModel:
-    """Tokenizer + causal LM (e.g. GPT-2), set up for batched generation with left padding."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _load_pretrained(model: str, device: str, what: str, preprocessor_cls, model_cls):
+    """(source, device, preprocessor, model) for `model`; a ModelSourceError naming `what` it failed to load as."""
     source = resolve_model_source(model)
     dev = resolve_device(device)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.path, **_pretrained_kw(source))
-        lm = AutoModelForCausalLM.from_pretrained(source.path, use_safetensors=True, **_pretrained_kw(source))
+        pre = preprocessor_cls.from_pretrained(source.path, **_pretrained_kw(source))
+        net = model_cls.from_pretrained(source.path, use_safetensors=True, **_pretrained_kw(source))
     except (OSError, ValueError) as exc:
-        raise ModelSourceError(f"model {model!r} cannot be loaded as a text-generation model: {exc}") from None
+        raise ModelSourceError(f"model {model!r} cannot be loaded as a {what}: {exc}") from None
+    return source, dev, pre, net.to(dev).eval()
+
+
+_LOAD = dict(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_not_retryable, cache_policy=NO_CACHE)
+
+
+@task(**_LOAD)
+def load_text_model(model: str, device: str = "auto") -> TextModel:
+    """Tokenizer + causal LM (e.g. GPT-2), set up for batched generation with left padding."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, dev, tokenizer, lm = _load_pretrained(
+        model, device, "text-generation model", AutoTokenizer, AutoModelForCausalLM
+    )
     # Decoder-only models must be padded on the left so every prompt's last token is
     # where generation continues; GPT-2 has no pad token, so its EOS stands in.
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     lm.generation_config.pad_token_id = tokenizer.pad_token_id
-    lm.to(dev).eval()
-    torch.set_grad_enabled(False)
     return TextModel(source, tokenizer, lm, dev)
 
 
-@task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_not_retryable, cache_policy=NO_CACHE)
+@task(**_LOAD)
 def load_speech_model(model: str, device: str = "auto") -> SpeechModel:
     """Processor + CTC model (e.g. Wav2Vec2ForCTC)."""
     from transformers import AutoModelForCTC, AutoProcessor
 
-    source = resolve_model_source(model)
-    dev = resolve_device(device)
-    try:
-        processor = AutoProcessor.from_pretrained(source.path, **_pretrained_kw(source))
-        ctc = AutoModelForCTC.from_pretrained(source.path, use_safetensors=True, **_pretrained_kw(source))
-    except (OSError, ValueError) as exc:
-        raise ModelSourceError(f"model {model!r} cannot be loaded as a CTC speech model: {exc}") from None
-    ctc.to(dev).eval()
+    source, dev, processor, ctc = _load_pretrained(model, device, "CTC speech model", AutoProcessor, AutoModelForCTC)
     return SpeechModel(source, processor, ctc, dev)
 
 
