@@ -84,20 +84,22 @@ def task_runner_for(config: SweepConfig):
     return ThreadPoolTaskRunner(max_workers=config.max_concurrency or os.cpu_count() or 1)
 
 
-@flow(name="lr-sweep-trials")
-def run_trials(trials: list[TrainConfig], run_ids: list[str], experiment_id: str, retries: int) -> list[Trial]:
-    """Fan the trials out on this flow's task runner; a failure is recorded, not raised."""
-    futures = run_trial.with_options(retries=retries, retry_delay_seconds=1).map(
-        trials, run_ids, unmapped(experiment_id), unmapped(store.tracking_uri())
-    )
-    out = []
-    for cfg, run_id, fut in zip(trials, run_ids, futures):
-        fut.wait()
-        value = fut.result(raise_on_failure=False)
-        if fut.state.is_completed():
-            out.append(Trial(cfg, run_id, result=value))
-        else:
-            out.append(Trial(cfg, run_id, error=f"{type(value).__name__}: {value}"))
+def run_trials(runner, trials: list[TrainConfig], run_ids: list[str], experiment_id: str, retries: int) -> list[Trial]:
+    """Fan the trials out on `runner` (inside the sweep's flow run); a failure is recorded, not raised."""
+    with runner:
+        futures = runner.map(
+            run_trial.with_options(retries=retries, retry_delay_seconds=1),
+            {"config": trials, "run_id": run_ids, "experiment_id": unmapped(experiment_id),
+             "tracking_uri": unmapped(store.tracking_uri())},
+        )
+        out = []
+        for cfg, run_id, fut in zip(trials, run_ids, futures):
+            fut.wait()
+            value = fut.result(raise_on_failure=False)
+            if fut.state.is_completed():
+                out.append(Trial(cfg, run_id, result=value))
+            else:
+                out.append(Trial(cfg, run_id, error=f"{type(value).__name__}: {value}"))
     return out
 
 
@@ -118,8 +120,7 @@ def sweep_pipeline(config: SweepConfig = SweepConfig()) -> SweepResult:
         tags = {"trackflow.kind": "trial"} | prefect_tags()
         run_ids = [start_run(experiment_id, run_name=f"trial-{c.optimizer}-lr{c.lr:g}-do{c.dropout:g}", tags=tags,
                              parent_run_id=parent) for c in grid]
-        runner = task_runner_for(config)
-        result.trials = run_trials.with_options(task_runner=runner)(grid, run_ids, experiment_id, config.retries)
+        result.trials = run_trials(task_runner_for(config), grid, run_ids, experiment_id, config.retries)
 
         for t in result.failed:
             set_tags(t.run_id, {"trackflow.error": t.error[:5000]})

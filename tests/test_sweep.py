@@ -1,6 +1,7 @@
 """The learning-rate sweep: grid, nested runs under concurrency, promotion, failures, Dask."""
 
 import os
+import time
 
 import pytest
 from prefect import task
@@ -121,6 +122,25 @@ def test_a_failing_trial_is_retried_then_recorded_and_the_rest_finish(client, mo
     assert "simulated trial failure" in by_lr[0.01].data.tags["trackflow.error"]
     assert by_lr[0.001].info.status == by_lr[0.1].info.status == "FINISHED"
     assert client.get_run(res.run_id).data.metrics["n_failed"] == 1
+
+
+def test_trials_are_task_runs_of_the_sweep_flow_run(client):
+    """No inner flow: the trials show up, and are retried, as task runs of the sweep's own flow run."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    res = sweep_pipeline(sweep(lrs=[0.001, 0.01], base=BASE.model_copy(update={"register_model": False})))
+    flow_run_id = client.get_run(res.run_id).data.tags["prefect.flow_run_id"]
+    api = PREFECT_API_URL.value()
+    subflows = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}})
+    assert subflows.json() == []
+    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "task_runs": {"name": {"like_": "run_trial"}}}
+    for _ in range(50):  # task runs reach the server as events: give it a moment
+        trials = httpx.post(f"{api}/task_runs/filter", json=body).json()
+        if len(trials) == 2 and all(t["state_type"] == "COMPLETED" for t in trials):
+            break
+        time.sleep(0.2)
+    assert sorted(t["state_type"] for t in trials) == ["COMPLETED", "COMPLETED"]
 
 
 @pytest.mark.slow
