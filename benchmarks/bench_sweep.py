@@ -11,6 +11,7 @@ Usage: python benchmarks/bench_sweep.py [--quick]
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 import time
@@ -66,6 +67,9 @@ def main() -> None:
         print(f"  one after another, one process, no orchestration  {seq:6.2f} s  1.00x")
         print(f"  sweep_pipeline, threads (cores={os.cpu_count()})              {thr:6.2f} s  {seq / thr:5.2f}x faster")
         print(f"  sweep_pipeline, local Dask cluster, 2 processes   {dsk:6.2f} s  {seq / dsk:5.2f}x faster (incl. cluster start)")
+        n, cores = len(default.trials()), os.cpu_count() or 1
+        print(f"  (a trial is one unit of work: {n} equal trials on {cores} cores finish in at least "
+              f"{math.ceil(n / cores)} trial times, so no runner can beat {n / math.ceil(n / cores):.2f}x here)")
 
         print("\nGrowth with the number of trials (threads; lrs log-spaced 1e-4..1e-1):")
         for n in [3, 9] + ([] if args.quick else [27]):

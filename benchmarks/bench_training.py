@@ -3,7 +3,7 @@
 1. Samples/s at batch 32 on the same splits: the tutorial's DataLoader loop (fixed),
    scikit-learn's MLPClassifier (same layers, Adam, batch 32), and trackflow's train_model;
    with the test accuracy each reaches.
-2. Wall time of one training job (defaults, then 100k samples): the bare tutorial script
+2. Wall time of one training job (defaults, then 10k and 100k samples): the bare tutorial script
    against `trackflow train` with a running Prefect server, and with Prefect's temporary
    server. Each process pays its imports; trackflow also logs plots, the dataset and the
    model and registers it, which the bare script does not do.
@@ -145,7 +145,8 @@ def main() -> None:
         for name, sps, acc in rows:
             print(f"  {name:<28} {sps:>9,.0f} samples/s  {sps / ref:5.2f}x scikit-learn  test accuracy {acc:.3f}")
 
-    for n, repeats in [(1_000, 1 if args.quick else 3), (20_000 if args.quick else 100_000, 1)]:
+    sizes = [(1_000, 1), (20_000, 1)] if args.quick else [(1_000, 3), (10_000, 1), (100_000, 1)]
+    for n, repeats in sizes:
         print(f"\nOne training job, {n:,} samples, 10 epochs: wall time of the whole command (median of {repeats}):")
         rows = overhead(repeats, n)
         ref = rows[0][1]
