@@ -96,5 +96,6 @@ def running_dask_cluster():
                       dashboard_address=None) as cluster:
         yield cluster.scheduler_address
 
+
 if __name__ == "__main__":
     main()

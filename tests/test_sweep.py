@@ -125,7 +125,7 @@ def test_a_failing_trial_is_retried_then_recorded_and_the_rest_finish(client, mo
 
 
 def test_trials_are_task_runs_of_the_sweep_flow_run(client):
-    """No inner flow: the trials show up, and are retried, as task runs of the sweep's own flow run."""
+    """No inner flow: the trials show up as task runs of the sweep's own flow run."""
     import httpx
     from prefect.settings import PREFECT_API_URL
 
