@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger
 
 from flows.train import flow_run_url, prefect_tags, tracked
 from tasks.generation import check_prompt_lengths, generate_batch
-from tasks.inputs import InputFolderError, Loaded, check_input_dir, count_items, decode_audio_files, iter_files, read_prompt_files
+from tasks.inputs import Loaded, check_input_dir, count_items, decode_audio_files, iter_files, read_prompt_files
 from tasks.models import load_speech_model, load_text_model
 from tasks.reporting import metrics_markdown, publish_markdown
 from tasks.results import RESULTS_CSV, RESULTS_JSONL, ResultsLog, fingerprint
@@ -127,8 +127,8 @@ def _run_job(
         log_metrics(run_id, result.metrics)
         log_artifact_files(run_id, [str(log.path), str(log.dir / RESULTS_CSV)], "results")
         links = {"MLflow run": result.run_url, "results": str(log.path)}
-        if flow_run_url():
-            links["Prefect flow run"] = flow_run_url()
+        if url := flow_run_url():
+            links["Prefect flow run"] = url
         publish_markdown(f"infer-{kind}-summary", metrics_markdown(f"Batch inference ({kind})", result.metrics, links),
                          f"Counts and throughput of infer-{kind}")
         if result.n_failed:
@@ -141,13 +141,9 @@ def _nothing_to_do(config: InferConfig) -> bool:
 
     With `allow_empty` (a scheduled inbox), an existing folder with no inputs is not an error.
     """
-    try:
-        check_input_dir(config.in_dir, config.glob, exclude=config.out_dir)
-    except InputFolderError:
-        if config.allow_empty and Path(config.in_dir).is_dir():
-            get_run_logger().info("nothing to do: no files matching %r in %s", config.glob, config.in_dir)
-            return True
-        raise
+    if check_input_dir(config.in_dir, config.glob, exclude=config.out_dir, allow_empty=config.allow_empty):
+        get_run_logger().info("nothing to do: no files matching %r in %s", config.glob, config.in_dir)
+        return True
     return False
 
 

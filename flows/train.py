@@ -56,8 +56,8 @@ def prefect_tags() -> dict[str, str]:
     if flow_run.id:
         tags["prefect.flow_run_id"] = str(flow_run.id)
         tags["prefect.flow_run_name"] = str(flow_run.name)
-        if flow_run_url():
-            tags["prefect.flow_run_url"] = flow_run_url()
+        if url := flow_run_url():
+            tags["prefect.flow_run_url"] = url
     return tags
 
 
@@ -126,8 +126,8 @@ def training_pipeline(config: TrainConfig = TrainConfig()) -> TrainResult:
         if config.register_model:
             result.model_version = register_model(result.model_uri, config.model_name, run_id)
         links = {"MLflow run": result.run_url}
-        if flow_run_url():
-            links["Prefect flow run"] = flow_run_url()
+        if url := flow_run_url():
+            links["Prefect flow run"] = url
         publish_markdown(
             "training-summary", metrics_markdown("Test metrics", result.metrics, links), "Test metrics of the trained MLP"
         )

@@ -106,15 +106,22 @@ def iter_files(in_dir: str | Path, pattern: str, exclude: str | Path | None = No
                 yield path
 
 
-def check_input_dir(in_dir: str | Path, pattern: str, exclude: str | Path | None = None) -> None:
-    """Raise InputFolderError naming the folder when there is nothing to process."""
+def check_input_dir(in_dir: str | Path, pattern: str, exclude: str | Path | None = None, allow_empty: bool = False) -> bool:
+    """Raise InputFolderError naming the folder when there is nothing to process.
+
+    With `allow_empty` (a scheduled inbox), an existing folder with no inputs is not an
+    error: the result is True ("nothing to do") instead. False means there is work.
+    """
     root = Path(in_dir)
     if not root.exists():
         raise InputFolderError(f"input folder {str(root)!r} does not exist; check the path")
     if not root.is_dir():
         raise InputFolderError(f"input {str(root)!r} is a file, not a folder; pass the folder that holds it")
     if next(iter_files(root, pattern, exclude), None) is None:
+        if allow_empty:
+            return True
         raise InputFolderError(f"input folder {str(root)!r} has no files matching {pattern!r}; add files or change --glob")
+    return False
 
 
 def file_digest(path: Path) -> str:

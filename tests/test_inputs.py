@@ -60,6 +60,17 @@ def test_check_input_dir_errors_name_the_folder(tmp_path):
     check_input_dir(tmp_path, "**/*.txt")  # has one: no error
 
 
+def test_allow_empty_makes_only_an_existing_empty_folder_nothing_to_do(tmp_path):
+    (tmp_path / "inbox").mkdir()
+    assert check_input_dir(tmp_path / "inbox", "**/*.txt", allow_empty=True) is True
+    (tmp_path / "inbox" / "a.txt").write_text("hi")
+    assert check_input_dir(tmp_path / "inbox", "**/*.txt", allow_empty=True) is False
+    with pytest.raises(InputFolderError, match="does not exist"):
+        check_input_dir(tmp_path / "nope", "**/*.txt", allow_empty=True)
+    with pytest.raises(InputFolderError, match="is a file"):
+        check_input_dir(tmp_path / "inbox" / "a.txt", "**/*.txt", allow_empty=True)
+
+
 def test_read_prompts_txt_and_jsonl(tmp_path):
     (tmp_path / "a.txt").write_text("Hello there\n", encoding="utf-8")
     (tmp_path / "b.jsonl").write_text(

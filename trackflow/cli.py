@@ -185,8 +185,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from tasks.models import MLFLOW_SCHEMES, resolve_model_source
 
     try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
-        if not (config.allow_empty and Path(config.in_dir).is_dir()):
-            check_input_dir(config.in_dir, config.glob, exclude=config.out_dir)
+        check_input_dir(config.in_dir, config.glob, exclude=config.out_dir, allow_empty=config.allow_empty)
         if not config.model.startswith(MLFLOW_SCHEMES):
             resolve_model_source(config.model)
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
