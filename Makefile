@@ -53,17 +53,18 @@ ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:$(MLFLOW_PO
 server: $(STAMP) ## Prefect server (API + UI) on http://127.0.0.1:$(PREFECT_PORT); its database is in ~/.prefect
 	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
+# These talk to a running server: PREFECT_API_URL from the environment, else `make server`'s.
+deploy worker serve: export PREFECT_API_URL ?= $(PREFECT_API)
+
 deploy: $(STAMP) ## Create the process work pool and register prefect.yaml's deployments on the server
-	PREFECT_API_URL=$${PREFECT_API_URL:-$(PREFECT_API)} $(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || \
-	  PREFECT_API_URL=$${PREFECT_API_URL:-$(PREFECT_API)} $(BIN)/prefect work-pool create $(POOL) --type process
-	TRACKFLOW_HOME=$(CURDIR) PREFECT_API_URL=$${PREFECT_API_URL:-$(PREFECT_API)} $(BIN)/prefect --no-prompt deploy --all
+	$(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || $(BIN)/prefect work-pool create $(POOL) --type process
+	TRACKFLOW_HOME=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
 
 worker: $(STAMP) ## A process worker for the pool (flow runs start in the clone `make deploy` ran in)
-	PREFECT_API_URL=$${PREFECT_API_URL:-$(PREFECT_API)} \
-	  $(BIN)/prefect worker start --pool $(POOL) --type process
+	$(BIN)/prefect worker start --pool $(POOL) --type process
 
 serve: $(STAMP) ## Serve prefect.yaml's deployments and schedules in one process (no worker needed)
-	PREFECT_API_URL=$${PREFECT_API_URL:-$(PREFECT_API)} $(BIN)/trackflow serve
+	$(BIN)/trackflow serve
 
 bench: $(STAMP) ## Run benchmarks/ and print each figure beside its peer
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
