@@ -3,17 +3,7 @@ import pytest
 import torch
 
 from tasks import tracking
-from trackflow import store
 from trackflow.model import MLPClassifier
-
-
-def test_store_defaults_to_sqlite_under_cwd_mlruns(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    monkeypatch.chdir(tmp_path)
-    uri = store.tracking_uri()
-    assert uri == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
-    assert store.artifact_location(uri) == (tmp_path / "mlruns" / "artifacts").resolve().as_uri()
-    assert store.artifact_location("http://127.0.0.1:5000") is None
 
 
 def test_run_lifecycle_params_metrics_and_steps(client):

@@ -1,25 +1,48 @@
-"""Where runs are tracked: one resolution of the MLflow store, used by every entry point."""
+"""Where runs are tracked: one resolution of the MLflow store, used by every entry point.
+
+The default store is SQLite at ./mlruns/mlflow.db with artifacts beside it, made absolute
+once so that anything that changes directory (a worker, a deployment's pull step) keeps
+writing to the same place. Creating that database is atomic: MLflow's own first-use
+migration is not (a `kill -9` halfway leaves a schema every later command trips over), so
+the store is built in a temporary file under a lock and renamed into place.
+"""
 
 from __future__ import annotations
 
 import os
+import sqlite3
+import sys
+import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 DEFAULT_DIR = "mlruns"
+DB_NAME = "mlflow.db"
+MLFLOW_UI = "http://127.0.0.1:5000"  # `trackflow ui` / `make ui`
+_SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key", "signature", "sig", "credential")
+
+_verified: set[Path] = set()  # SQLite stores checked by this process
+
+
+class StoreError(RuntimeError):
+    """The tracking store cannot be used; the message names it (without credentials) and what to check."""
 
 
 def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` when set, else SQLite at ./mlruns/mlflow.db made absolute.
-
-    Made absolute once, here, so that a worker or deployment that changes directory
-    keeps writing to the same store.
-    """
+    """`MLFLOW_TRACKING_URI` when set, else SQLite at ./mlruns/mlflow.db made absolute."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    db = Path.cwd() / DEFAULT_DIR / "mlflow.db"
-    return f"sqlite:///{db.resolve()}"
+    return f"sqlite:///{(Path.cwd() / DEFAULT_DIR / DB_NAME).resolve()}"
+
+
+def registry_uri(uri: str) -> str:
+    return os.environ.get("MLFLOW_REGISTRY_URI", uri)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI, else None."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def artifact_location(uri: str) -> str | None:
@@ -28,25 +51,209 @@ def artifact_location(uri: str) -> str | None:
     (MLflow's own default is ./mlruns relative to the working directory.) A tracking
     server decides for itself, so None.
     """
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///") :])
-        return (db.parent / "artifacts").resolve().as_uri()
-    return None
+    db = sqlite_path(uri)
+    return (db.parent / "artifacts").resolve().as_uri() if db else None
 
 
 def configure() -> str:
-    """Point MLflow at the project's store (creating the SQLite folder) and return the URI."""
+    """Point MLflow at the project's store (creating a SQLite one if missing) and return the URI."""
     import mlflow
 
+    # MLflow prints the run's URL, credentials included, whenever a run ends; trackflow
+    # prints its own link, without them (run_url).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    if db := sqlite_path(uri):
+        ensure_sqlite_store(db)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", uri))
+    mlflow.set_registry_uri(registry_uri(uri))
     return uri
 
 
-def run_url(uri: str, experiment_id: str, run_id: str, ui: str = "http://127.0.0.1:5000") -> str:
+# --------------------------------------------------------------------------- SQLite creation
+
+
+def ensure_sqlite_store(db: Path) -> None:
+    """Make `db` a complete MLflow database: create it atomically if missing, rebuild it if half-made.
+
+    Several commands may get here at once on a fresh checkout: one builds the store while
+    the others wait on the lock, then find it complete. A store left half-migrated by a
+    killed command (or an older version of this code) is rebuilt only when it holds no
+    runs, registered models or experiments of its own, so nothing can be lost; a store
+    with data and an old schema is left to MLflow, whose error says to run `mlflow db upgrade`.
+    """
+    db = db.resolve()
+    if db in _verified:
+        return
+    from filelock import FileLock
+
+    if not db.exists() or not _is_complete(db):
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(db.with_name(db.name + ".lock"))):
+            if not db.exists():
+                _create_sqlite_store(db)
+            elif not _is_complete(db):
+                if not _holds_nothing(db):
+                    _verified.add(db)  # an older schema with data in it: MLflow's upgrade message applies
+                    return
+                aside = db.with_name(f"{db.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(db, aside)
+                _forget_engines(db)
+                print(f"trackflow: the MLflow store {db} was left half-created (no runs in it); "
+                      f"rebuilt it, the old file is {aside.name}", file=sys.stderr, flush=True)
+                _create_sqlite_store(db)
+    _verified.add(db)
+
+
+def _forget_engines(db: Path) -> None:
+    """Drop MLflow's cached engines for `db`: their pooled connections still point at the file moved aside."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for uri in list(SqlAlchemyStore._engine_map):
+        if (path := sqlite_path(uri)) and path.resolve() == db:
+            SqlAlchemyStore._engine_map.pop(uri).dispose()
+
+
+def _create_sqlite_store(db: Path) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for stale in db.parent.glob(db.name + ".creating-*"):  # left by a killed creator
+        stale.unlink(missing_ok=True)
+    tmp = db.with_name(f"{db.name}.creating-{os.getpid()}")
+    store = SqlAlchemyStore(f"sqlite:///{tmp}", artifact_location(f"sqlite:///{db}"))
+    store.engine.dispose()
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, db)
+    dir_fd = os.open(db.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _schema_head() -> str:
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
+def _query(db: Path, sql: str) -> list[tuple]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _is_complete(db: Path) -> bool:
+    """The database is at MLflow's current schema revision."""
+    try:
+        rows = _query(db, "SELECT version_num FROM alembic_version")
+    except sqlite3.DatabaseError:  # no such table, or not a database at all
+        return False
+    return len(rows) == 1 and rows[0][0] == _schema_head()
+
+
+def _holds_nothing(db: Path) -> bool:
+    """No runs, registered models or experiments beyond MLflow's Default (id 0)."""
+    for sql in ("SELECT count(*) FROM runs", "SELECT count(*) FROM registered_models",
+                "SELECT count(*) FROM experiments WHERE experiment_id != 0"):
+        try:
+            if _query(db, sql)[0][0]:
+                return False
+        except sqlite3.OperationalError:  # the table was never created: nothing in it
+            continue
+        except sqlite3.DatabaseError:
+            return False  # not an SQLite file: not ours to replace
+    return True
+
+
+# --------------------------------------------------------------------------- reachability
+
+
+def check_reachable(uri: str, timeout: float = 10.0) -> None:
+    """Fail within seconds, naming the store, when a tracking server or database does not answer.
+
+    MLflow's own client retries an unreachable server for minutes (7 retries, doubling
+    back-off), so this probe runs once, before any work, with retries off.
+    """
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        from mlflow import MlflowClient
+
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+        os.environ |= {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception as exc:
+            raise StoreError(
+                f"MLflow tracking server {redact(uri)} is not usable ({_reason(exc)}); check that it is running "
+                "and reachable at that address, and its credentials, or unset MLFLOW_TRACKING_URI to use ./mlruns"
+            ) from None
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    elif scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
+        import sqlalchemy
+
+        args = {"connect_timeout": int(timeout)} if scheme.startswith(("postgresql", "mysql")) else {}
+        try:
+            engine = sqlalchemy.create_engine(uri, connect_args=args)
+            with engine.connect():
+                pass
+            engine.dispose()
+        except Exception as exc:
+            raise StoreError(
+                f"MLflow database {redact(uri)} is not usable ({_reason(exc)}); check that it is running and "
+                "reachable, and its credentials"
+            ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause: the network error, or the HTTP status a non-MLflow answer came with."""
+    import re
+
+    text = " ".join(str(exc).split())
+    for marker in ("Connection refused", "Name or service not known", "timed out", "Read timed out",
+                   "password authentication failed", "Max retries exceeded"):
+        if marker.lower() in text.lower():
+            return marker.lower()
+    if m := re.search(r"error code (\d{3})", text):
+        return f"it answered HTTP {m.group(1)}" + (", credentials rejected" if m.group(1) in ("401", "403") else "")
+    return redact_text(text)[:200]
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def redact(url: str) -> str:
+    """`url` without the user and password, and with secret-looking query values masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if any(s in k.lower() for s in _SECRET_QUERY_KEYS) else v) for k, v in pairs])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """Every URL-looking word in `text` with its credentials removed."""
+    import re
+
+    return re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+", lambda m: redact(m.group(0)), text)
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     """A link to the run in the MLflow UI: the tracking server's own for http stores, else `make ui`'s."""
-    base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else ui
+    base = redact(uri).rstrip("/") if urlsplit(uri).scheme in ("http", "https") else MLFLOW_UI
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
