@@ -15,9 +15,21 @@ from flows.train import TrainResult, fit_and_log, prefect_tags, tracked
 from tasks.plots import plot_metric_vs_lr
 from tasks.registry import promote_if_better
 from tasks.reporting import publish_table
-from tasks.tracking import end_run, ensure_experiment, log_figures, log_metrics, log_params, register_model, set_tags, start_run
+from tasks.tracking import (
+    end_run,
+    end_unfinished,
+    ensure_experiment,
+    log_figures,
+    log_metrics,
+    log_params,
+    register_model,
+    set_tags,
+    start_run,
+)
 from trackflow import store
 from trackflow.config import SWEEP_METRICS, SweepConfig, TrainConfig
+from trackflow import runs
+from trackflow.runs import is_interrupt
 
 
 @dataclass
@@ -59,8 +71,7 @@ def metric_value(result: TrainResult, metric: str) -> float:
     return result.history[metric][-1]
 
 
-@task(cache_policy=NO_CACHE)
-def run_trial(config: TrainConfig, run_id: str, experiment_id: str, tracking_uri: str) -> TrainResult:
+def train_trial(config: TrainConfig, run_id: str, experiment_id: str, tracking_uri: str) -> TrainResult:
     """One trial, logged into its (already created, nested) MLflow run; retried as a whole."""
     # Workers may be other processes or machines: use the sweep's store, not their own default.
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
@@ -68,6 +79,11 @@ def run_trial(config: TrainConfig, run_id: str, experiment_id: str, tracking_uri
     result = fit_and_log(config, run_id, experiment_id, as_tasks=False)
     end_run.fn(run_id, "FINISHED")
     return result
+
+
+# The task wraps a module-level function, so worker processes (Dask) get it by reference:
+# pickled by value, it would drag this module's globals along, locks included.
+run_trial = task(train_trial, name="run_trial", cache_policy=NO_CACHE)
 
 
 def task_runner_for(config: SweepConfig):
@@ -85,8 +101,13 @@ def task_runner_for(config: SweepConfig):
 
 
 def run_trials(runner, trials: list[TrainConfig], run_ids: list[str], experiment_id: str, retries: int) -> list[Trial]:
-    """Fan the trials out on `runner` (inside the sweep's flow run); a failure is recorded, not raised."""
-    with runner:
+    """Fan the trials out on `runner` (inside the sweep's flow run); a failure is recorded, not raised.
+
+    On Ctrl-C or SIGTERM the runner is abandoned, not shut down: its shutdown waits for the
+    trials in flight, while the command must end within seconds (it stops its workers).
+    """
+    runner.__enter__()
+    try:
         futures = runner.map(
             run_trial.with_options(retries=retries, retry_delay_seconds=1),
             {"config": trials, "run_id": run_ids, "experiment_id": unmapped(experiment_id),
@@ -100,6 +121,11 @@ def run_trials(runner, trials: list[TrainConfig], run_ids: list[str], experiment
                 out.append(Trial(cfg, run_id, result=value))
             else:
                 out.append(Trial(cfg, run_id, error=f"{type(value).__name__}: {value}"))
+    except BaseException as exc:
+        if not is_interrupt(exc):
+            runner.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    runner.__exit__(None, None, None)
     return out
 
 
@@ -120,7 +146,15 @@ def sweep_pipeline(config: SweepConfig = SweepConfig()) -> SweepResult:
         tags = {"trackflow.kind": "trial"} | prefect_tags()
         run_ids = [start_run(experiment_id, run_name=f"trial-{c.optimizer}-lr{c.lr:g}-do{c.dropout:g}", tags=tags,
                              parent_run_id=parent) for c in grid]
-        result.trials = run_trials(task_runner_for(config), grid, run_ids, experiment_id, config.retries)
+        try:
+            result.trials = run_trials(task_runner_for(config), grid, run_ids, experiment_id, config.retries)
+        except BaseException as exc:
+            end_unfinished(run_ids, "KILLED" if is_interrupt(exc) else "FAILED")
+            raise
+        for run_id in run_ids:  # the trials ended their own runs
+            # (through the module: Dask workers get this flow pickled by value, and the
+            # heartbeat object holds a lock)
+            runs.heartbeat.unwatch(run_id)
 
         for t in result.failed:
             set_tags(t.run_id, {"trackflow.error": t.error[:5000]})

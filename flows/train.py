@@ -25,6 +25,7 @@ from tasks.tracking import (
 )
 from tasks.training import train_model
 from trackflow import store
+from trackflow.runs import is_interrupt
 from trackflow.config import TrainConfig
 
 LOGGED_PARAMS = ("n_samples", "n_features", "epochs", "lr", "batch_size", "dropout", "optimizer", "weight_decay", "seed")
@@ -63,14 +64,14 @@ def prefect_tags() -> dict[str, str]:
 
 @contextlib.contextmanager
 def tracked(run_id: str):
-    """End the MLflow run FINISHED, or FAILED (KILLED on Ctrl-C) if the body raises: never left RUNNING."""
+    """End the MLflow run FINISHED, or FAILED if the body raises (KILLED on Ctrl-C or SIGTERM).
+
+    The error paths call the plain function: no new task run while the flow unwinds.
+    """
     try:
         yield
-    except KeyboardInterrupt:
-        end_run(run_id, "KILLED")
-        raise
-    except BaseException:
-        end_run(run_id, "FAILED")
+    except BaseException as exc:
+        end_run.fn(run_id, "KILLED" if is_interrupt(exc) else "FAILED")
         raise
     end_run(run_id, "FINISHED")
 

@@ -17,7 +17,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from trackflow import store
+from trackflow import runs, store
 
 # torch.export (MLflow's default pt2 format) keeps its tracing mode in a process-global
 # slot, so two exports on two threads collide ("ProxyTorchDispatchMode slot already
@@ -61,18 +61,34 @@ def start_run(
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
 ) -> str:
-    """Create a RUNNING run (nested under `parent_run_id` when given) and return its id."""
-    tags = dict(tags or {})
+    """Create a RUNNING run (nested under `parent_run_id` when given) and return its id.
+
+    The run carries this process as its owner and gets a heartbeat while it is open, so a
+    later command can tell that it died (trackflow.runs).
+    """
+    tags = dict(tags or {}) | runs.owner_tags()
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    run = client().create_run(experiment_id, run_name=run_name, tags=tags)
-    return run.info.run_id
+    c = client()
+    run_id = c.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    runs.heartbeat.watch(c, run_id)
+    return run_id
 
 
 @task(**_IO)
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     """Mark the run FINISHED, FAILED or KILLED."""
+    runs.heartbeat.unwatch(run_id)
     client().set_terminated(run_id, status)
+
+
+def end_unfinished(run_ids: list[str], status: str) -> None:
+    """End `status` those of `run_ids` that are still RUNNING (trials cut short by an interrupt or a crash)."""
+    c = client()
+    for run_id in run_ids:
+        runs.heartbeat.unwatch(run_id)
+        if c.get_run(run_id).info.status == "RUNNING":
+            c.set_terminated(run_id, status)
 
 
 @task(**_IO)

@@ -2,7 +2,7 @@
 
 Options are generated from the flows' pydantic configs, so defaults, ranges and help
 strings are defined once (trackflow/config.py). Exit codes: 0 ok, 2 invalid arguments
-or input, 1 a failed run.
+or input, 1 a failed run (or an unreachable server), 130/143 interrupted by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import signal
 import sys
 import types
 import typing
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from trackflow import store
+from trackflow import signals, store
 from trackflow.config import AudioInferConfig, SweepConfig, TextInferConfig, TrainConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -127,13 +128,35 @@ def _quiet_telemetry() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+def _prepare_store() -> str:
+    """Before any work: the MLflow store exists and answers, and runs left RUNNING by dead commands are ended."""
+    from trackflow.runs import reap_dead_runs
+
+    uri = store.configure()
+    store.check_reachable(uri)
+    from mlflow import MlflowClient
+
+    for r in reap_dead_runs(MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri))):
+        print(f"trackflow: marked run {r.run_name!r} ({r.run_id}) KILLED: {r.reason}", file=sys.stderr)
+    return uri
+
+
+def _run(flow, config):
+    """Run `flow(config)` against this command's Prefect API (the configured one, or a private temporary one)."""
+    from trackflow.prefect_api import prefect_api
+
+    with prefect_api():
+        return flow(config)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = build_config(TrainConfig, args)
+    _prepare_store()
     from flows.train import training_pipeline
 
     _settle_heap()
 
-    result = training_pipeline(config)
+    result = _run(training_pipeline, config)
     print("\nTest metrics:")
     for k, v in result.metrics.items():
         print(f"  {k:<16} {v:.4f}")
@@ -148,11 +171,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     base = build_config(TrainConfig, args)
     values = {k: v for k, v in vars(args).items() if k in SweepConfig.model_fields and k != "base"}
     config = build_config(SweepConfig, argparse.Namespace(base=base, **values))
+    _prepare_store()
     from flows.sweep import metric_value, sweep_pipeline
 
     _settle_heap()
 
-    result = sweep_pipeline(config)
+    result = _run(sweep_pipeline, config)
     print(f"\nTrials ranked by {result.metric} (validation, last epoch):")
     for t in result.ranked():
         print(f"  {t.label:<36} {result.metric} {metric_value(t.result, result.metric):.4f}"
@@ -182,12 +206,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
     model = TextInferConfig if args.kind == "text" else AudioInferConfig
     config = build_config(model, args)
     from tasks.inputs import check_input_dir
-    from tasks.models import MLFLOW_SCHEMES, resolve_model_source
+    from tasks.models import resolve_model_source
 
     try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
         check_input_dir(config.in_dir, config.glob, exclude=config.out_dir, allow_empty=config.allow_empty)
-        if not config.model.startswith(MLFLOW_SCHEMES):
-            resolve_model_source(config.model)
+        _prepare_store()
+        resolve_model_source(config.model)
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create output folder {config.out_dir!r}: {exc.strerror or exc}; pass another --out")
@@ -199,7 +223,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     flow = text_inference_pipeline if args.kind == "text" else audio_inference_pipeline
     try:
-        result = flow(config)
+        result = _run(flow, config)
     except _input_errors() as exc:
         raise UsageError(str(exc)) from None
     if not result.run_id:
@@ -236,8 +260,15 @@ def cmd_models_tiny(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.deployments import PREFECT_YAML, read_deployments, serve_all
+    from prefect.settings import PREFECT_API_URL
+
+    from trackflow.prefect_api import check_reachable
 
     _settle_heap()
+    if not PREFECT_API_URL.value():
+        raise UsageError("serving schedules needs a running Prefect server: start one (`make server`) and set "
+                         "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
+    check_reachable(PREFECT_API_URL.value())
 
     path = args.file or PREFECT_YAML
     try:
@@ -256,9 +287,23 @@ def cmd_ui(args: argparse.Namespace) -> int:
     artifacts = store.artifact_location(uri)
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
-    print(f"MLflow UI on http://{args.host}:{args.port} over {uri}")
+    print(f"MLflow UI on http://{args.host}:{args.port} over {store.redact(uri)}")
     exe = Path(sys.executable).parent / "mlflow"
     os.execv(str(exe), cmd)
+
+
+def cmd_runs_reap(args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+
+    from trackflow.runs import reap_dead_runs
+
+    uri = store.configure()
+    store.check_reachable(uri)
+    reaped = reap_dead_runs(MlflowClient(tracking_uri=uri), stale_after=args.stale_after * 60)
+    for r in reaped:
+        print(f"KILLED {r.run_id} ({r.run_name}, experiment {r.experiment_id}): {r.reason}")
+    print(f"{len(reaped)} run(s) left RUNNING by a dead process marked KILLED in {store.redact(uri)}")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,6 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="At most N flow runs at once.")
     p.set_defaults(func=cmd_serve)
 
+    runs = sub.add_parser("runs", help="MLflow run upkeep.", description="MLflow run upkeep.")
+    rsub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    p = rsub.add_parser("reap", help="Mark runs whose process died (kill -9, OOM, lost machine) KILLED.",
+                        description="End KILLED every RUNNING run whose owning process is gone: on this machine, "
+                                    "no process with its pid and start time; elsewhere, no heartbeat for "
+                                    "--stale-after minutes. Live runs are never touched. Every command does this "
+                                    "at start; this does it on demand.")
+    p.add_argument("--stale-after", type=float, default=10.0, metavar="MINUTES",
+                   help="Heartbeat age after which a run owned by another machine counts as dead (default 10).")
+    p.set_defaults(func=cmd_runs_reap)
+
     p = sub.add_parser("ui", help="MLflow UI over the project's store (127.0.0.1).",
                        description="MLflow UI over the store trackflow writes to (MLFLOW_TRACKING_URI or mlruns/).")
     p.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1: this machine only).")
@@ -316,17 +372,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.disable()  # through the imports; each command calls _settle_heap() once its flow is imported
     parser = build_parser()
     args = parser.parse_args(argv)
+    signals.install()
     try:
         return args.func(args)
     except UsageError as exc:
         print(f"trackflow {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"trackflow {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # the flow's own logs already hold the traceback
-        print(f"trackflow {args.command}: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except BaseException as exc:
+        from trackflow.prefect_api import PrefectApiError
+        from trackflow.runs import is_interrupt
+
+        if is_interrupt(exc):
+            print(f"trackflow {args.command}: interrupted", file=sys.stderr)
+            # Runs are marked KILLED and servers stopped by now; worker threads still
+            # busy with a trial must not hold the exit.
+            signals.exit_now(signals.exit_code(getattr(exc, "signal", signal.SIGINT)))
+        if isinstance(exc, (store.StoreError, PrefectApiError)):
+            print(f"trackflow {args.command}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        if isinstance(exc, Exception):  # the flow's own logs already hold the traceback
+            print(f"trackflow {args.command}: run failed: {type(exc).__name__}: {store.redact_text(str(exc))}",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        raise
     finally:
         # Interpreter shutdown runs a full collection over the whole heap (~2.5 s here after a
         # training run); nothing left at exit needs it, and frozen objects are skipped.

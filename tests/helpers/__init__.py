@@ -1,0 +1,1 @@
+"""Helpers the tests import (not fixtures): processes, servers, stores, data."""

@@ -1,0 +1,80 @@
+"""Running `trackflow` as a user does: as a subprocess, interrupted as a terminal or a supervisor would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+TRACKFLOW = shutil.which("trackflow", path=str(Path(sys.executable).parent))
+
+
+def terminal_child() -> None:
+    """In the child: SIGINT back to its default, which a non-interactive parent shell leaves ignored (FACTS)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start(args, env: dict, log: Path, cwd: str | Path | None = None) -> subprocess.Popen:
+    """`trackflow ARGS` in a process group of its own (as a terminal's foreground job), output to `log`."""
+    return subprocess.Popen([TRACKFLOW, *map(str, args)], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=terminal_child)
+
+
+def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode} before printing {text!r}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not printed within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def interrupt(proc: subprocess.Popen, sig: int, group: bool = True, timeout: float = 60) -> tuple[int, float, list]:
+    """Send `sig` (to the whole process group, as a terminal does, or to the process alone).
+
+    Returns (exit code, seconds until it exited, processes it had started that outlive it by 3 s).
+    """
+    kids = descendants(proc.pid)
+    t0 = time.monotonic()
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
+    rc = proc.wait(timeout)
+    took = time.monotonic() - t0
+    deadline = time.monotonic() + 3
+    while alive(kids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return rc, took, alive(kids)
+
+
+def run(args, env: dict, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([TRACKFLOW, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)

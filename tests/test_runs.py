@@ -1,0 +1,126 @@
+"""Runs left RUNNING by a dead process: the evidence, the reaper on a real store, the heartbeat."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from trackflow import runs
+from trackflow.runs import HEARTBEAT_TAG, OWNER_TAG, REAPED_TAG, Owner, why_dead
+
+HERE = Owner.this_process()
+
+
+def tags(owner: Owner, beat: float | None = None) -> dict[str, str]:
+    return {OWNER_TAG: owner.tag(), HEARTBEAT_TAG: str(int(beat if beat is not None else time.time()))}
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid  # reaped: nothing has this pid (reuse within the test is vanishingly unlikely)
+
+
+def test_owner_tag_round_trips():
+    assert Owner.parse(HERE.tag()) == Owner(HERE.host, HERE.pid, round(HERE.started, 3), round(HERE.boot), HERE.pidns)
+    assert Owner.parse("") is None and Owner.parse("host=x pid=notanumber") is None
+
+
+def test_a_live_process_on_this_machine_is_never_judged_dead():
+    assert why_dead(tags(HERE, beat=0), HERE, time.time()) is None  # even with an ancient heartbeat
+
+
+def test_a_gone_process_on_this_machine_is_dead_at_once():
+    gone = Owner(HERE.host, dead_pid(), HERE.started, HERE.boot, HERE.pidns)
+    reason = why_dead(tags(gone), HERE, time.time())
+    assert reason and f"process {gone.pid}" in reason and "is gone" in reason
+
+
+def test_a_reused_pid_does_not_pass_for_the_owner():
+    impostor = Owner(HERE.host, os.getpid(), HERE.started - 3600, HERE.boot, HERE.pidns)  # same pid, other start
+    assert "is gone" in why_dead(tags(impostor), HERE, time.time())
+
+
+def test_another_machine_is_judged_by_its_heartbeat_only():
+    other = Owner("elsewhere", os.getpid(), 1.0, 1.0, "1")
+    now = time.time()
+    assert why_dead(tags(other, beat=now - 60), HERE, now) is None
+    stale = why_dead(tags(other, beat=now - 3600), HERE, now)
+    assert stale and "no heartbeat from elsewhere" in stale and "60 min ago" in stale
+    assert why_dead(tags(other, beat=now - 3600), HERE, now, stale_after=7200) is None
+
+
+def test_a_rebooted_machine_ended_its_runs():
+    before_boot = Owner(HERE.host, os.getpid(), HERE.boot - 100, HERE.boot - 1000, HERE.pidns)
+    assert "rebooted" in why_dead(tags(before_boot), HERE, time.time())
+
+
+def test_runs_without_an_owner_tag_are_not_ours():
+    assert why_dead({"mlflow.user": "someone"}, HERE, time.time()) is None
+
+
+def test_reaper_ends_only_dead_owners_runs_and_fails_their_pending_models(client):
+    from mlflow.entities import LoggedModelStatus
+
+    exp = client.create_experiment("reap")
+    gone = Owner(HERE.host, dead_pid(), HERE.started, HERE.boot, HERE.pidns)
+    far = Owner("elsewhere", 1, 1.0, 1.0, "1")
+    made = {
+        "dead": tags(gone),
+        "alive": tags(HERE),
+        "remote-fresh": tags(far),
+        "remote-stale": tags(far, beat=time.time() - 3600),
+        "foreign": {},
+    }
+    ids = {name: client.create_run(exp, run_name=name, tags=t).info.run_id for name, t in made.items()}
+    model = client.create_logged_model(exp, name="model", source_run_id=ids["dead"])
+    finished = client.create_run(exp, run_name="finished", tags=tags(gone)).info.run_id
+    client.set_terminated(finished, "FINISHED")
+
+    reaped = runs.reap_dead_runs(client)
+
+    assert {r.run_name for r in reaped} == {"dead", "remote-stale"}
+    status = {name: client.get_run(i).info.status for name, i in ids.items()}
+    assert status == {"dead": "KILLED", "alive": "RUNNING", "remote-fresh": "RUNNING", "remote-stale": "KILLED",
+                      "foreign": "RUNNING"}
+    assert "is gone" in client.get_run(ids["dead"]).data.tags[REAPED_TAG]
+    assert REAPED_TAG not in client.get_run(ids["alive"]).data.tags
+    assert client.get_run(finished).info.status == "FINISHED"  # only RUNNING runs are looked at
+    assert client.get_logged_model(model.model_id).status == LoggedModelStatus.FAILED
+    assert runs.reap_dead_runs(client) == []  # idempotent
+
+
+def test_heartbeat_refreshes_open_runs_and_stops_when_told(client):
+    exp = client.create_experiment("beat")
+    run_id = client.create_run(exp, tags={HEARTBEAT_TAG: "0"}).info.run_id
+    beat = runs.Heartbeat(every=0.2)
+    beat.watch(client, run_id)
+    deadline = time.time() + 10
+    while client.get_run(run_id).data.tags[HEARTBEAT_TAG] == "0" and time.time() < deadline:
+        time.sleep(0.1)
+    assert abs(int(client.get_run(run_id).data.tags[HEARTBEAT_TAG]) - time.time()) < 5
+    beat.unwatch(run_id)
+    client.set_tag(run_id, HEARTBEAT_TAG, "1")
+    time.sleep(0.6)
+    assert client.get_run(run_id).data.tags[HEARTBEAT_TAG] == "1"
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (KeyboardInterrupt(), True), (RuntimeError("x"), False), (SystemExit(1), False),
+])
+def test_is_interrupt(exc, expected):
+    assert runs.is_interrupt(exc) is expected
+
+
+def test_prefects_and_trackflows_termination_count_as_interrupts():
+    import signal
+
+    from prefect.exceptions import TerminationSignal
+
+    from trackflow.signals import Terminated
+
+    assert runs.is_interrupt(TerminationSignal(signal.SIGTERM)) and runs.is_interrupt(Terminated())

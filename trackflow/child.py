@@ -1,0 +1,37 @@
+"""Run a command that dies with the process that started it: `python -m trackflow.child PARENT_PID CMD...`.
+
+A helper server started by a command (its temporary Prefect API) must not outlive the
+command, even one killed with `kill -9`, which runs no cleanup. On Linux the kernel can
+send the child a signal when its parent dies (prctl PR_SET_PDEATHSIG); the setting
+survives the exec below. The parent's pid is passed in so that a parent that died before
+the prctl call is noticed too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:  # the parent is already gone
+        os._exit(0)
+
+
+def main(argv: list[str]) -> None:
+    parent, cmd = int(argv[0]), argv[1:]
+    die_with_parent(parent)
+    os.execvp(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,183 @@
+"""Runs that die without a word: who owns a run, a heartbeat, and the reaper that ends dead ones.
+
+A command killed with `kill -9`, by the OOM killer or with its machine cannot end its
+MLflow runs, which would then stay RUNNING forever (mlflow/mlflow#3932). So every run
+trackflow opens carries its owner (host, pid, the process's start time, the machine's
+boot time and PID namespace) and a heartbeat tag refreshed while the owner lives. The
+next command against the store, or `trackflow runs reap`, ends a RUNNING run `KILLED`,
+with a `trackflow.reaped` tag saying why, only on evidence that its owner is gone:
+
+- on the owner's machine (same host, boot and PID namespace): no process has that pid
+  with that start time (a reused pid has another start time);
+- anywhere else: the heartbeat is older than `STALE_AFTER`.
+
+Runs without an owner tag (made by other tools) are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+OWNER_TAG = "trackflow.owner"
+HEARTBEAT_TAG = "trackflow.heartbeat"
+REAPED_TAG = "trackflow.reaped"
+HEARTBEAT_EVERY = 60.0  # seconds between heartbeats of a live run
+STALE_AFTER = 10 * 60.0  # a heartbeat this old means the owner (on another machine) is gone
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
+
+
+@dataclass(frozen=True)
+class Owner:
+    host: str
+    pid: int
+    started: float  # the process's start time (epoch seconds)
+    boot: float  # the machine's boot time
+    pidns: str
+
+    @classmethod
+    def this_process(cls) -> "Owner":
+        import psutil
+
+        return cls(socket.gethostname(), os.getpid(), psutil.Process().create_time(), psutil.boot_time(),
+                   _pid_namespace())
+
+    def tag(self) -> str:
+        return f"host={self.host} pid={self.pid} started={self.started:.3f} boot={self.boot:.0f} pidns={self.pidns}"
+
+    @classmethod
+    def parse(cls, tag: str) -> "Owner | None":
+        try:
+            f = dict(part.split("=", 1) for part in tag.split())
+            return cls(f["host"], int(f["pid"]), float(f["started"]), float(f["boot"]), f["pidns"])
+        except (KeyError, ValueError):
+            return None
+
+    def same_machine(self, other: "Owner") -> bool:
+        # Boot times read at different moments can differ by a second of clock adjustment.
+        return self.host == other.host and abs(self.boot - other.boot) < 5 and self.pidns == other.pidns
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C or SIGTERM: KeyboardInterrupt, Prefect's TerminationSignal, trackflow's Terminated."""
+    return isinstance(exc, KeyboardInterrupt) or getattr(exc, "signal", None) in (signal.SIGINT, signal.SIGTERM)
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags a new run gets: its owner and a first heartbeat."""
+    return {OWNER_TAG: Owner.this_process().tag(), HEARTBEAT_TAG: str(int(time.time()))}
+
+
+def why_dead(tags: dict[str, str], here: Owner, now: float, stale_after: float = STALE_AFTER) -> str | None:
+    """Why the owner of a run with these tags is known to be gone, or None (alive, or not ours to judge)."""
+    owner = Owner.parse(tags.get(OWNER_TAG, ""))
+    if owner is None:
+        return None
+    if owner.same_machine(here):
+        import psutil
+
+        try:
+            alive = abs(psutil.Process(owner.pid).create_time() - owner.started) < 1.0
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            alive = False
+        if alive:
+            return None
+        return (f"its process {owner.pid} on {owner.host} (started {_iso(owner.started)}) is gone; "
+                f"checked by process {here.pid} at {_iso(now)}")
+    if owner.host == here.host and owner.pidns == here.pidns and owner.boot < here.boot - 5:
+        return f"{owner.host} rebooted since its process {owner.pid} started ({_iso(owner.started)})"
+    try:
+        beat = float(tags.get(HEARTBEAT_TAG, ""))
+    except ValueError:
+        beat = owner.started
+    if now - beat <= stale_after:
+        return None
+    return (f"no heartbeat from {owner.host} (process {owner.pid}) since {_iso(beat)}, "
+            f"{(now - beat) / 60:.0f} min ago; a live owner writes one every {HEARTBEAT_EVERY:.0f} s")
+
+
+@dataclass(frozen=True)
+class Reaped:
+    run_id: str
+    run_name: str
+    experiment_id: str
+    reason: str
+
+
+def reap_dead_runs(client, stale_after: float = STALE_AFTER) -> list[Reaped]:
+    """End `KILLED` every RUNNING run whose owner is known to be gone; fail its unfinished logged models."""
+    from mlflow.entities import LoggedModelStatus, ViewType
+
+    here, now = Owner.this_process(), time.time()
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    reaped: list[Reaped] = []
+    for i in range(0, len(experiments), 100):  # search_runs takes at most 100 experiments
+        exps, token = experiments[i : i + 100], None
+        while True:
+            page = client.search_runs(exps, "attributes.status = 'RUNNING'", ViewType.ALL, 1000, page_token=token)
+            for run in page:
+                reason = why_dead(run.data.tags, here, now, stale_after)
+                if reason is None:
+                    continue
+                client.set_tag(run.info.run_id, REAPED_TAG, reason)
+                client.set_terminated(run.info.run_id, "KILLED")
+                for model in client.search_logged_models(
+                    [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+                ):
+                    if str(model.status) == "PENDING":
+                        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+                reaped.append(Reaped(run.info.run_id, run.info.run_name, run.info.experiment_id, reason))
+            token = page.token
+            if not token:
+                break
+    return reaped
+
+
+class Heartbeat:
+    """One daemon thread per process refreshing the heartbeat tag of the runs it owns while they are open."""
+
+    def __init__(self, every: float = HEARTBEAT_EVERY):
+        self.every = every
+        self._runs: dict[str, object] = {}  # run id -> MlflowClient
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, client, run_id: str) -> None:
+        with self._lock:
+            self._runs[run_id] = client
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._beat, name="trackflow-heartbeat", daemon=True)
+                self._thread.start()
+
+    def unwatch(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.every)
+            with self._lock:
+                runs = list(self._runs.items())
+            for run_id, client in runs:
+                try:
+                    client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+                except Exception:  # a missed beat only makes the run look older; the next one retries
+                    pass
+
+
+heartbeat = Heartbeat()

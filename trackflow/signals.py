@@ -1,0 +1,93 @@
+"""Ctrl-C and SIGTERM for a command: unwind cleanly, and within seconds whatever happens.
+
+The first SIGINT raises KeyboardInterrupt and the first SIGTERM raises `Terminated` in
+the main thread, so the flow marks its runs KILLED and its servers are stopped on the
+way out. (Inside a flow run Prefect swaps in its own SIGTERM handler, which raises its
+`TerminationSignal` and then re-sends the signal to this one.) A watchdog then gives the
+unwinding `GRACE` seconds: a thread stuck in a system call, or a trial still training on
+a worker thread, cannot keep the process alive. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+GRACE = 20.0
+_cleanups: list[Callable[[], None]] = []
+_received: list[int] = []
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread (a BaseException, like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(f"terminated by signal {signum}")
+        self.signal = signum
+
+
+def exit_code(signum: int) -> int:
+    return 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+def on_forced_exit(cleanup: Callable[[], None]) -> Callable[[], None]:
+    """Run `cleanup` (e.g. stop a child server) if the watchdog has to end the process."""
+    _cleanups.append(cleanup)
+    return lambda: _cleanups.remove(cleanup) if cleanup in _cleanups else None
+
+
+def stop_children(timeout: float = 3.0) -> None:
+    """SIGTERM every process this one started (pool and Dask workers, servers), then SIGKILL the rest."""
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
+def exit_now(code: int) -> None:
+    """End the process with `code` now: cleanups, children stopped, output flushed; no atexit, no thread joins."""
+    for cleanup in list(_cleanups):
+        try:
+            cleanup()
+        except Exception:
+            pass
+    stop_children()
+    try:
+        sys.stderr.flush()
+        sys.stdout.flush()
+    finally:
+        os._exit(code)
+
+
+def _handler(signum, frame) -> None:
+    if _received:
+        exit_now(exit_code(_received[0]))
+    _received.append(signum)
+    timer = threading.Timer(GRACE, exit_now, args=(exit_code(signum),))
+    timer.daemon = True
+    timer.start()
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+def install() -> None:
+    """Handle SIGINT and SIGTERM as above (main thread only)."""
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
