@@ -19,7 +19,15 @@ from prefect import flow, get_run_logger
 
 from flows.train import flow_run_url, prefect_tags, tracked
 from tasks.generation import check_prompt_lengths, generate_batch
-from tasks.inputs import Loaded, check_input_dir, count_items, decode_audio_files, iter_files, read_prompt_files
+from tasks.inputs import (
+    Loaded,
+    check_input_dir,
+    count_items,
+    decode_audio_files,
+    escape_name,
+    iter_files,
+    read_prompt_files,
+)
 from tasks.models import load_speech_model, load_text_model
 from tasks.reporting import metrics_markdown, publish_markdown
 from tasks.results import RESULTS_CSV, RESULTS_JSONL, ResultsLog, fingerprint
@@ -58,7 +66,7 @@ def _record(loaded: Loaded, model: str, status: str, output=None, error=None, se
 
 def _windows(config: InferConfig, size: int) -> Iterator[list[str]]:
     root = Path(config.in_dir)
-    files = (p.relative_to(root).as_posix() for p in iter_files(root, config.glob, exclude=config.out_dir))
+    files = (escape_name(p.relative_to(root).as_posix()) for p in iter_files(root, config.glob, exclude=config.out_dir))
     while window := list(itertools.islice(files, size)):
         yield window
 
@@ -192,6 +200,8 @@ def audio_inference_pipeline(config: AudioInferConfig) -> InferResult:
         return decode_audio_files.submit(config.in_dir, rels, config.max_seconds, log.is_done)
 
     def process(todo: list[Loaded]) -> Iterator[list[dict]]:
+        short = f"clip is shorter than the model's {sm.min_samples / TARGET_RATE * 1000:.0f} ms receptive field"
+        todo = [Loaded(x.item, error=short) if x.error is None and len(x.value) < sm.min_samples else x for x in todo]
         bad = [x for x in todo if x.error is not None]
         if bad:
             yield [_record(x, config.model, "error", error=x.error) for x in bad]

@@ -30,6 +30,8 @@ def generation_kwargs(settings: Mapping[str, object]) -> dict:
 
 def check_prompt_lengths(lm: TextModel, prompts: Sequence[str], max_new_tokens: int) -> list[int | InputError]:
     """Each prompt's token count, or an InputError when prompt + new tokens exceed the model's context."""
+    if not prompts:  # a window whose inputs were all done before (a rerun)
+        return []
     room = lm.context_length - max_new_tokens
     out: list[int | InputError] = []
     for ids in lm.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]:

@@ -3,6 +3,12 @@
 The folder is streamed (a sorted walk, one directory at a time), never listed whole,
 and every reader turns a bad file into an `InputError` naming the cause, so one bad
 file becomes one error record and never stops the batch.
+
+Only regular files are read, and never in a way that can block: a FIFO opened for
+reading would wait forever for a writer, so files are opened non-blocking and checked
+with fstat before a byte is read. A symlink is followed only to a regular file inside
+the input folder. A file name that is not valid UTF-8 is recorded escaped (`escape_name`),
+losslessly, and read like any other.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +36,92 @@ class InputError(Exception):
     """A single input cannot be processed; the message names the cause (and the fix, where there is one)."""
 
 
+def escape_name(rel: str) -> str:
+    """A file name from the file system as valid Unicode, reversibly (`unescape_name`).
+
+    Names that are valid UTF-8 without a backslash (nearly all) come back unchanged.
+    Otherwise a backslash is doubled and each byte that is not UTF-8 becomes `\\xNN`,
+    as `ls --quoting-style=escape` shows it, so distinct names stay distinct.
+    """
+    raw = os.fsencode(rel)
+    if b"\\" not in raw:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    # A backslash byte is never part of a multi-byte UTF-8 sequence, so doubling it first is safe.
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2})")
+
+
+def unescape_name(name: str) -> str:
+    """The file-system name (surrogate-escaped str, as os.walk gives it) that `escape_name` made `name` from."""
+    if "\\" not in name:
+        return name
+    out, i = bytearray(), 0
+    for m in _ESCAPE.finditer(name):
+        out += name[i : m.start()].encode("utf-8")
+        out += b"\\" if m.group(1) == "\\" else bytes([int(m.group(1)[1:], 16)])
+        i = m.end()
+    out += name[i:].encode("utf-8")
+    return os.fsdecode(bytes(out))
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
+    return f"not a regular file ({kind}); only regular files are read"
+
+
+def open_input(path: Path, root: Path):
+    """Open an input for binary reading, or raise InputError: never blocks, never leaves `root`.
+
+    A symlink must resolve to a regular file inside `root`; FIFOs, sockets, devices and
+    folders are refused. The file is opened non-blocking (a FIFO swapped in after the
+    check cannot stall the job) and checked again with fstat before it is read.
+    """
+    real = os.path.realpath(path)
+    if os.path.islink(path) and os.path.commonpath([real, os.path.realpath(root)]) != os.path.realpath(root):
+        raise InputError(f"symlink to {escape_name(real)!r}, outside the input folder; copy the file in instead")
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}") from None
+    if why := _not_regular(st.st_mode):
+        raise InputError(why)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}") from None
+    if why := _not_regular(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(why)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_input(path: Path, root: Path, limit: int | None = None) -> bytes:
+    """The whole content of an input (see `open_input`); InputError past `limit` bytes."""
+    with open_input(path, root) as f:
+        data = f.read(limit + 1 if limit is not None else -1)
+    if limit is not None and len(data) > limit:
+        raise InputError(f"file is over {limit // 1024} KiB, more than one prompt can be; split it into a .jsonl "
+                         'file of {"prompt": ...} lines')
+    return data
+
+
 @dataclass(frozen=True)
 class Item:
     """One unit of work: a file, or one line of a .jsonl file."""
 
-    input: str  # path relative to the input folder, POSIX separators
+    input: str  # path relative to the input folder, POSIX separators, escaped by escape_name
     line: int | None  # 1-based line for .jsonl prompts, else None
     digest: str  # sha256 of the content this item stands for
 
@@ -124,9 +212,9 @@ def check_input_dir(in_dir: str | Path, pattern: str, exclude: str | Path | None
     return False
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: Path, root: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_input(path, root) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -151,18 +239,26 @@ def _decode_utf8(data: bytes, where: str) -> str:
     return text
 
 
-def read_prompts(path: Path, rel: str) -> Iterator[tuple[Item, str | InputError]]:
+# A prompt that fills GPT-2's whole context is ~4 KiB of text; a .txt input far larger
+# than that is a mistake (a log, a dump), refused before it is read into memory.
+MAX_PROMPT_FILE = 1 << 20
+MAX_JSONL_FILE = 1 << 30
+
+
+def read_prompts(path: Path, rel: str, root: Path) -> Iterator[tuple[Item, str | InputError]]:
     """The prompts in one file: (item, prompt) or (item, InputError) per prompt.
 
     A `.txt` file is one prompt; a `.jsonl` file is one `{"prompt": ...}` per line
     (blank lines are skipped). A file that cannot be read at all yields one error item.
+    `rel` is the escaped name (escape_name) the records carry.
     """
+    jsonl = path.suffix.lower() == ".jsonl"
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        yield Item(rel, None, ""), InputError(f"cannot read file: {exc.strerror or exc}")
+        data = read_input(path, root, MAX_JSONL_FILE if jsonl else MAX_PROMPT_FILE)
+    except InputError as exc:
+        yield Item(rel, None, ""), exc
         return
-    if path.suffix.lower() != ".jsonl":
+    if not jsonl:
         item = Item(rel, None, hashlib.sha256(data).hexdigest())
         try:
             text = _decode_utf8(data, "file")
@@ -201,12 +297,22 @@ def read_prompts(path: Path, rel: str) -> Iterator[tuple[Item, str | InputError]
 # --------------------------------------------------------------------------- audio
 
 
-def decode_audio(path: Path, max_seconds: float = float("inf")) -> np.ndarray:
-    """Decode a WAV/FLAC/OGG/MP3 file to 16 kHz mono float32 (soundfile decodes, torchaudio resamples)."""
+def decode_audio(path: Path, root: Path, max_seconds: float = float("inf")) -> np.ndarray:
+    """Decode a WAV/FLAC/OGG/MP3 file to 16 kHz mono float32 (soundfile decodes, torchaudio resamples).
+
+    A recording without signal (digital silence) decodes fine: what it says is for the
+    model, so it is not an error here.
+    """
     import soundfile as sf
 
+    with open_input(path, root) as f:
+        return _decode(f, max_seconds, sf)
+
+
+def _decode(f, max_seconds: float, sf) -> np.ndarray:
     try:
-        info = sf.info(str(path))
+        info = sf.info(f)
+        f.seek(0)
     except Exception as exc:  # libsndfile's errors carry no useful type
         raise InputError(f"not a readable audio file ({_sf_reason(exc)}); expected WAV, FLAC, OGG or MP3") from None
     if info.frames == 0 or info.samplerate <= 0:
@@ -216,7 +322,7 @@ def decode_audio(path: Path, max_seconds: float = float("inf")) -> np.ndarray:
             f"recording is {info.duration:.0f} s, longer than --max-seconds {max_seconds:g}; split it or raise the limit"
         )
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(f, dtype="float32", always_2d=True)
     except Exception as exc:
         raise InputError(f"corrupt audio: decoding failed ({_sf_reason(exc)})") from None
     if len(data) == 0:
@@ -237,16 +343,11 @@ def decode_audio(path: Path, max_seconds: float = float("inf")) -> np.ndarray:
     if not np.isfinite(data).all():
         raise InputError("corrupt audio: the samples contain NaN or infinity")
     mono = data.mean(axis=1)
-    peak = float(np.abs(mono).max())
-    if peak < SILENCE_PEAK:
-        raise InputError(f"silence: peak amplitude {peak:.1e} is below {SILENCE_PEAK:g} (-80 dBFS); nothing to transcribe")
     if rate != TARGET_RATE:
         import torch
         import torchaudio.functional as AF
 
         mono = AF.resample(torch.from_numpy(mono), rate, TARGET_RATE).numpy()
-    if len(mono) < TARGET_RATE // 10:
-        raise InputError(f"clip is {len(mono) / TARGET_RATE * 1000:.0f} ms long; at least 100 ms is needed")
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
@@ -277,11 +378,11 @@ def _io_task(fn):
 
 
 def _read_prompt_files(in_dir: str, rels: list[str]) -> list[Loaded]:
-    """Every prompt in the files `rels` (paths relative to `in_dir`)."""
+    """Every prompt in the files `rels` (escaped paths relative to `in_dir`)."""
     root = Path(in_dir)
     out = []
     for rel in rels:
-        for item, value in read_prompts(root / rel, rel):
+        for item, value in read_prompts(root / unescape_name(rel), rel, root):
             out.append(Loaded(item, error=str(value)) if isinstance(value, InputError) else Loaded(item, value))
     return out
 
@@ -291,20 +392,21 @@ def _decode_audio_files(in_dir: str, rels: list[str], max_seconds: float, skip=N
     root = Path(in_dir)
     out = []
     for rel in rels:
-        path = root / rel
+        path = root / unescape_name(rel)
         try:
-            digest = file_digest(path)
-        except OSError as exc:
-            out.append(Loaded(Item(rel, None, ""), error=f"cannot read file: {exc.strerror or exc}"))
+            digest = file_digest(path, root)
+        except (OSError, InputError) as exc:
+            why = str(exc) if isinstance(exc, InputError) else f"cannot read file: {exc.strerror or exc}"
+            out.append(Loaded(Item(rel, None, ""), error=why))
             continue
         item = Item(rel, None, digest)
         if skip is not None and skip(item.key, digest):
             out.append(Loaded(item, value=None))
             continue
         try:
-            out.append(Loaded(item, decode_audio(path, max_seconds)))
-        except InputError as exc:
-            out.append(Loaded(item, error=str(exc)))
+            out.append(Loaded(item, decode_audio(path, root, max_seconds)))
+        except (OSError, InputError) as exc:
+            out.append(Loaded(item, error=str(exc) if isinstance(exc, InputError) else f"cannot read file: {exc}"))
     return out
 
 
@@ -318,9 +420,9 @@ def count_items(in_dir: str | Path, pattern: str, exclude: str | Path | None = N
     for path in iter_files(in_dir, pattern, exclude):
         if path.suffix.lower() == ".jsonl":
             try:
-                with open(path, "rb") as f:
+                with open_input(path, Path(in_dir)) as f:
                     n += max(1, sum(1 for line in f if line.strip()))
-            except OSError:
+            except (OSError, InputError):
                 n += 1
         else:
             n += 1

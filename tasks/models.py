@@ -54,21 +54,45 @@ def _hub_reachable() -> bool:
         return False
 
 
-def resolve_model_source(model: str) -> ModelSource:
-    """Find `model` without loading it: a local folder, an MLflow URI (downloaded), or a hub id."""
-    if model.startswith(MLFLOW_SCHEMES):
-        import mlflow.artifacts
+def _check_safetensors(folder: Path, model: str) -> None:
+    """Weights load from safetensors only: a pickle checkpoint can run code when it is loaded."""
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    what = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
+    raise ModelSourceError(
+        f"model {model!r} holds {what}; trackflow loads safetensors only (a pickle can run code when loaded). "
+        "If you trust the file, convert it once: AutoModel.from_pretrained(folder).save_pretrained(folder, "
+        "safe_serialization=True)"
+    )
 
-        from trackflow import store
 
-        store.configure()
+_downloaded: dict[tuple[str, str], Path] = {}  # (model URI, tracking URI) -> local folder, per process
+
+
+def _download(model: str) -> Path:
+    import mlflow.artifacts
+
+    from trackflow import store
+
+    key = (model, store.configure())
+    if key not in _downloaded:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+            _downloaded[key] = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
         except Exception as exc:
-            raise ModelSourceError(f"MLflow model {model!r} cannot be fetched ({exc}); check the URI and the store") from None
-        folder = _find_config_dir(local)
+            raise ModelSourceError(
+                f"MLflow model {model!r} cannot be fetched ({store.redact_text(str(exc))}); check the URI and the store"
+            ) from None
+    return _downloaded[key]
+
+
+def resolve_model_source(model: str) -> ModelSource:
+    """Find and check `model` without loading it: a local folder, an MLflow URI (downloaded once), or a hub id."""
+    if model.startswith(MLFLOW_SCHEMES):
+        folder = _find_config_dir(_download(model))
         if folder is None:
             raise ModelSourceError(f"MLflow model {model!r} holds no Hugging Face config.json; log the model folder")
+        _check_safetensors(folder, model)
         return ModelSource(model, str(folder), "mlflow")
     path = Path(model).expanduser()
     if path.exists():
@@ -77,6 +101,7 @@ def resolve_model_source(model: str) -> ModelSource:
                 f"model folder {model!r} has no config.json; pass a folder written by save_pretrained "
                 "(e.g. `trackflow models tiny DEST`) or a hub id"
             )
+        _check_safetensors(path, model)
         return ModelSource(model, str(path), "local")
     if model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ModelSourceError(f"model folder {model!r} does not exist; check the path")
@@ -84,6 +109,7 @@ def resolve_model_source(model: str) -> ModelSource:
 
     cached = try_to_load_from_cache(model, "config.json")
     if isinstance(cached, str):
+        _check_safetensors(Path(cached).parent, model)
         return ModelSource(model, model, "hub-cache")
     if not _hub_reachable():
         raise ModelSourceError(
@@ -147,6 +173,14 @@ class SpeechModel:
         for s in self.model.config.conv_stride:
             ratio *= s
         return ratio
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input that yields one output frame: the feature encoder's receptive field (400)."""
+        r = 1
+        for k, s in reversed(list(zip(self.model.config.conv_kernel, self.model.config.conv_stride))):
+            r = (r - 1) * s + k
+        return r
 
     @property
     def takes_attention_mask(self) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.inputs import TARGET_RATE
+from tasks.inputs import SILENCE_PEAK, TARGET_RATE
 from tasks.models import SpeechModel
 
 
@@ -80,9 +80,14 @@ def _batches(model: SpeechModel, windows: list[Window], batch_size: int) -> list
 def transcribe_clips(
     model: SpeechModel, clips: Sequence[np.ndarray], batch_size: int = 8, chunk_seconds: float = 30.0
 ) -> list[str]:
-    """Transcripts of 16 kHz mono float32 clips, in order."""
+    """Transcripts of 16 kHz mono float32 clips, in order; a clip without signal transcribes to ""."""
     import torch
 
+    silent = [float(np.abs(c).max(initial=0.0)) < SILENCE_PEAK for c in clips]
+    if any(silent):
+        heard = [c for c, s in zip(clips, silent) if not s]
+        texts = iter(transcribe_clips.fn(model, heard, batch_size, chunk_seconds) if heard else [])
+        return ["" if s else next(texts) for s in silent]
     ratio = model.samples_per_frame
     chunk = max(int(chunk_seconds * TARGET_RATE) // ratio * ratio, 2 * ratio)
     stride = chunk // 6 // ratio * ratio  # as transformers' ASR pipeline: chunk/6 of context each side

@@ -118,21 +118,23 @@ def test_audio_end_to_end_any_rate_and_channels_and_bad_files(tmp_path, tiny_mod
         (d / "silent.wav").read_bytes()[:44] + bytes(32000))  # header kept, samples zeroed
     full = write_audio(d / "cut.wav", 16000, 2.0).read_bytes()
     (d / "cut.wav").write_bytes(full[: len(full) // 3])
+    write_audio(d / "blip.wav", 16000, 0.02)  # 20 ms: shorter than the model's 25 ms receptive field
     out = tmp_path / "out"
     p = run_cli("infer", "audio", d, "--out", out, "--model", tiny_models["audio"], "--chunk-seconds", "3",
                 "--batch-size", "4")
     assert p.returncode == 1, p.stderr
     recs = by_key(records(out))
     ok = {k for k, r in recs.items() if r["status"] == "ok"}
-    assert ok == {"tone8k.wav", "speech22k.flac", "stereo44k.ogg", "stereo48k.mp3", "long16k.wav"}
+    assert ok == {"tone8k.wav", "speech22k.flac", "stereo44k.ogg", "stereo48k.mp3", "long16k.wav", "silent.wav"}
+    assert recs["silent.wav"]["output"] == ""  # no speech: an empty transcript, not an error
     assert abs(recs["long16k.wav"]["audio_seconds"] - 7.0) < 0.01
     assert abs(recs["speech22k.flac"]["audio_seconds"] - 1.5) < 0.01
     assert "not a readable audio file" in recs["fake.wav"]["error"]
-    assert "silence" in recs["silent.wav"]["error"]
     assert "truncated audio" in recs["cut.wav"]["error"]
+    assert "shorter than the model's 25 ms receptive field" in recs["blip.wav"]["error"]
     [run] = only_run(client)
     assert run.info.status == "FINISHED"
-    assert (run.data.metrics["n_ok"], run.data.metrics["n_failed"]) == (5, 3)
+    assert (run.data.metrics["n_ok"], run.data.metrics["n_failed"]) == (6, 3)
     assert run.data.metrics["audio_seconds_per_second"] > 0
 
 
