@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 SYSTEM_PACKAGES := postgresql chromium chromium-driver
-system-deps: ## Install the Debian packages the integration tests use (PostgreSQL, Chromium + ChromeDriver)
+system-deps: ## Install the Debian packages the integration tests use (PostgreSQL, Chromium + ChromeDriver; sudo unless root)
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -41,7 +41,7 @@ install: $(STAMP) ## Create .venv (if missing) and install the pinned dependency
 run: $(STAMP) ## Run the training pipeline on the defaults (MLflow store: mlruns/, Prefect: local server)
 	$(BIN)/trackflow train
 
-test: $(STAMP) ## Run the whole test suite, slow tests included
+test: system-deps $(STAMP) ## Install what the tests need (Debian packages too), then run the whole suite
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP) ## Run the tests not marked slow

@@ -1,0 +1,78 @@
+"""Fault injection: `kill -9` at random points of train, sweep and infer, then a rerun.
+
+Bounded in count and time: a seeded schedule of `KILLS` kills per command, each at a
+random moment of its first `WINDOW` seconds (from interpreter start-up to the end of the
+run, store creation included for the first command on a fresh store), then one rerun
+to completion. Afterwards the store holds no RUNNING run, the inference results hold
+exactly one ok record per input, nothing the killed commands started is still running,
+and the store takes a new run. TRACKFLOW_FAULT_SEED replays another schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from tests.conftest import cli_env
+from tests.helpers import processes as P
+from tests.helpers.store import statuses
+
+SEED = int(os.environ.get("TRACKFLOW_FAULT_SEED", "20261126"))
+KILLS = 2
+WINDOW = 14.0  # seconds; a full run of each command below takes ~10-20 s here
+
+
+@pytest.fixture
+def project(tmp_path, tiny_models):
+    """A fresh project folder (its ./mlruns store not yet created) with an inbox of prompts."""
+    inbox = tmp_path / "project" / "inbox"
+    inbox.mkdir(parents=True)
+    for i in range(40):
+        (inbox / f"p{i:02d}.txt").write_text(f"Prompt {i} about the sea")
+    (inbox / "batch.jsonl").write_text("\n".join(json.dumps({"prompt": f"line {i}"}) for i in range(10)) + "\n")
+    return tmp_path / "project"
+
+
+@pytest.mark.slow
+def test_kill_9_anywhere_then_rerun(project, tiny_models):
+    env = cli_env()
+    env.pop("MLFLOW_TRACKING_URI")  # the project's own ./mlruns, created by the first command
+    commands = {
+        "train": ("train", "--n-samples", "20000", "--epochs", "5"),
+        "sweep": ("sweep", "--lrs", "0.001,0.01", "--n-samples", "5000", "--epochs", "3"),
+        "infer": ("infer", "text", "inbox", "--out", "outbox", "--model", tiny_models["text"], "--max-new-tokens", "8",
+                  "--batch-size", "2"),
+    }
+    rng = random.Random(SEED)
+    schedule = []
+    for name, args in commands.items():
+        for k in range(KILLS):
+            delay = rng.uniform(0.5, WINDOW)
+            log = project / f"{name}-{k}.log"
+            proc = P.start(args, env, log, cwd=project)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+            if proc.poll() is None:
+                rc, _, left = P.interrupt(proc, signal.SIGKILL, group=False)
+                assert left == [], f"{name} killed at {delay:.1f} s left {[p.cmdline() for p in left]} running"
+            else:
+                rc = proc.returncode
+                assert rc == 0, log.read_text()[-3000:]
+            schedule.append(f"{name} killed at {delay:.1f} s (rc {rc})")
+        p = P.run(args, env, cwd=project, timeout=600)
+        assert p.returncode == 0, f"{schedule}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+
+    uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+    assert P.run(("runs", "reap"), env, cwd=project).returncode == 0
+    assert "RUNNING" not in statuses(uri), f"{statuses(uri)} after {schedule}"
+    recs = [json.loads(x) for x in (project / "outbox" / "results.jsonl").read_text().splitlines()]
+    keys = [r["input"] + (f":{r['line']}" if r["line"] else "") for r in recs]
+    assert len(keys) == len(set(keys)) == 50 and all(r["status"] == "ok" for r in recs), schedule
+    p = P.run(("train", "--n-samples", "300", "--epochs", "1"), env, cwd=project)
+    assert p.returncode == 0, p.stderr

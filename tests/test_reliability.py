@@ -1,0 +1,292 @@
+"""The paths users meet in their first week: reruns, odd files, interrupts, kills, two commands at once,
+unreachable servers, credentials in URLs. Each runs the `trackflow` console script as a user does."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+
+import pytest
+
+from tests.conftest import cli_env
+from tests.helpers import processes as P
+from tests.helpers.store import all_runs
+
+
+@pytest.fixture(scope="session")
+def prefect_home_template(tmp_path_factory):
+    """A PREFECT_HOME migrated once: a first server start migrates its database (~20 s), later ones take ~8 s."""
+    from trackflow.prefect_api import start_server, stop
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    proc, _ = start_server(home)
+    stop(proc)
+    return home
+
+
+@pytest.fixture
+def own_server_env(tmp_path, prefect_home_template, mlflow_store) -> dict[str, str]:
+    """A command with no PREFECT_API_URL: it starts its own temporary Prefect server."""
+    home = tmp_path / "prefect-home"
+    shutil.copytree(prefect_home_template, home)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return env | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                  "MLFLOW_TRACKING_URI": mlflow_store}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def records(out_dir) -> dict[str, dict]:
+    recs = [json.loads(x) for x in (out_dir / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    keyed = {r["input"] + (f":{r['line']}" if r["line"] else ""): r for r in recs}
+    assert len(keyed) == len(recs), "more than one record for an input"
+    return keyed
+
+
+# --------------------------------------------------------------------------- reruns
+
+
+def test_rerun_of_a_finished_job_is_a_quiet_success(tmp_path, tiny_models):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.txt").write_text("hi")
+    args = ("infer", "text", d, "--out", tmp_path / "out", "--model", tiny_models["text"], "--max-new-tokens", "4")
+    first = P.run(args, cli_env())
+    assert first.returncode == 0, first.stderr
+    again = P.run(args, cli_env())
+    assert again.returncode == 0, again.stderr
+    assert "1 inputs: 1 ok, 0 failed (1 already done, skipped)" in again.stdout
+    assert (tmp_path / "out" / "results.csv").exists()
+
+
+def test_rerun_whose_first_window_is_all_done_finishes_the_rest(tmp_path, tiny_models):
+    """As after a kill past the first window: 16 inputs done (a whole window at --batch-size 2), 3 new ones."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(16):
+        (d / f"p{i:02d}.txt").write_text(f"prompt {i}")
+    args = ("infer", "text", d, "--out", tmp_path / "out", "--model", tiny_models["text"], "--max-new-tokens", "2",
+            "--batch-size", "2")
+    assert P.run(args, cli_env()).returncode == 0
+    for i in range(16, 19):
+        (d / f"p{i:02d}.txt").write_text(f"prompt {i}")
+    p = P.run(args, cli_env())
+    assert p.returncode == 0, p.stderr
+    assert "19 inputs: 19 ok, 0 failed (16 already done, skipped)" in p.stdout
+    assert all(r["status"] == "ok" for r in records(tmp_path / "out").values())
+
+
+# --------------------------------------------------------------------------- odd files
+
+
+def test_fifo_symlinks_and_undecodable_names_in_a_job(tmp_path, tiny_models):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.txt").write_text("hello")
+    os.mkfifo(d / "pipe.txt")
+    (tmp_path / "secret.txt").write_text("outside")
+    os.symlink(tmp_path / "secret.txt", d / "link.txt")
+    os.symlink(d / "a.txt", d / "inside.txt")
+    (d / os.fsdecode(b"bad\xffname.txt")).write_text("a name that is not UTF-8")
+    (d / "empty.txt").write_bytes(b"")
+    out = tmp_path / "out"
+    p = P.run(("infer", "text", d, "--out", out, "--model", tiny_models["text"], "--max-new-tokens", "3"), cli_env(),
+              timeout=180)  # a FIFO read blocking would hang here
+    assert p.returncode == 1, p.stderr  # some inputs failed, the job finished
+    recs = records(out)
+    assert {k: r["status"] for k, r in recs.items()} == {
+        "a.txt": "ok", "inside.txt": "ok", "bad\\xffname.txt": "ok", "pipe.txt": "error", "link.txt": "error",
+        "empty.txt": "error"}
+    assert recs["pipe.txt"]["error"] == "not a regular file (a FIFO); only regular files are read"
+    assert "outside the input folder" in recs["link.txt"]["error"]
+    import pandas as pd
+
+    assert len(pd.read_csv(out / "results.csv")) == 6
+
+
+# --------------------------------------------------------------------------- interrupts and kills
+
+LONG_TRAIN = ("train", "--n-samples", "200000", "--epochs", "50", "--experiment", "long")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_ends_the_command_within_seconds_with_its_run_killed(tmp_path, own_server_env, mlflow_store,
+                                                                        sig, code):
+    """SIGINT to the whole process group (a terminal's Ctrl-C), or SIGTERM (a supervisor), during training."""
+    log = tmp_path / "cmd.log"
+    proc = P.start(LONG_TRAIN, own_server_env, log)
+    P.wait_for(log, "Task run 'split_dataset", proc)
+    time.sleep(1)
+    rc, took, left = P.interrupt(proc, sig, group=(sig == signal.SIGINT))
+    text = log.read_text()
+    assert rc == code, text[-3000:]
+    assert took < 30, f"took {took:.1f} s to exit"
+    assert text.rstrip().endswith("trackflow train: interrupted")
+    assert left == [], f"left running: {[p.cmdline() for p in left]}"
+    [run] = all_runs(mlflow_store)
+    assert run.info.status == "KILLED"
+
+
+def test_kill_9_takes_its_server_along_and_the_next_command_reaps_the_run(tmp_path, own_server_env, mlflow_store):
+    log = tmp_path / "cmd.log"
+    proc = P.start(LONG_TRAIN, own_server_env, log)
+    P.wait_for(log, "Task run 'split_dataset", proc)
+    rc, _, left = P.interrupt(proc, signal.SIGKILL, group=False)  # the process alone, as the OOM killer does
+    assert rc == -9
+    assert left == [], f"outlived the command: {[p.cmdline() for p in left]}"
+    [run] = all_runs(mlflow_store)
+    assert run.info.status == "RUNNING"  # nobody could end it
+
+    p = P.run(("runs", "reap"), own_server_env)
+    assert p.returncode == 0, p.stderr
+    assert f"KILLED {run.info.run_id}" in p.stdout
+    [run] = all_runs(mlflow_store)
+    assert run.info.status == "KILLED" and "is gone" in run.data.tags["trackflow.reaped"]
+
+
+def test_the_next_command_reaps_runs_of_a_killed_one(tmp_path, mlflow_store):
+    log = tmp_path / "cmd.log"
+    proc = P.start(LONG_TRAIN, cli_env(), log)
+    P.wait_for(log, "Task run 'split_dataset", proc)
+    P.interrupt(proc, signal.SIGKILL, group=False)
+    p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env())
+    assert p.returncode == 0, p.stderr
+    assert "trackflow: marked run 'train-adam-lr0.001'" in p.stderr and "KILLED" in p.stderr
+    assert sorted(r.info.status for r in all_runs(mlflow_store)) == ["FINISHED", "KILLED"]
+
+
+def test_kill_9_while_the_store_is_created_leaves_it_usable(tmp_path, own_server_env):
+    env = dict(own_server_env)
+    env.pop("MLFLOW_TRACKING_URI")  # the default store, ./mlruns, made by this first command
+    work = tmp_path / "project"
+    work.mkdir()
+    log = tmp_path / "first.log"
+    proc = P.start(("train", "--n-samples", "300", "--epochs", "1"), env, log, cwd=work)
+    deadline = time.monotonic() + 120
+    while not list((work / "mlruns").glob("mlflow.db.creating-*")) and time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.01)
+    time.sleep(0.3)  # inside MLflow's migrations
+    P.interrupt(proc, signal.SIGKILL, group=False)
+    assert not (work / "mlruns" / "mlflow.db").exists()
+    p = P.run(("train", "--n-samples", "300", "--epochs", "1"), env, cwd=work)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr
+    assert [r.info.status for r in all_runs(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")] == ["FINISHED"]
+
+
+# --------------------------------------------------------------------------- several commands at once
+
+
+@pytest.mark.slow
+def test_commands_started_together_on_a_fresh_home_all_succeed(tmp_path, mlflow_store):
+    """A fresh PREFECT_HOME and a fresh store: first use by three commands at once (migrations, ports)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(tmp_path / "fresh-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("MLFLOW_TRACKING_URI")
+    procs = []
+    for i in range(3):
+        procs.append((P.start(("train", "--n-samples", "300", "--epochs", "1"), env, tmp_path / f"{i}.log",
+                              cwd=tmp_path), tmp_path / f"{i}.log"))
+        time.sleep(0.5)
+    for proc, log in procs:
+        assert proc.wait(600) == 0, log.read_text()[-3000:]
+    runs = all_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
+    assert len({r.data.tags["prefect.flow_run_id"] for r in runs}) == 3
+
+
+def test_two_jobs_at_once_each_report_to_their_own_server(tmp_path, own_server_env, tiny_models, mlflow_store):
+    procs = []
+    for i in range(2):
+        d = tmp_path / f"in{i}"
+        d.mkdir()
+        (d / "a.txt").write_text(f"prompt {i}")
+        log = tmp_path / f"{i}.log"
+        procs.append((P.start(("infer", "text", d, "--out", tmp_path / f"out{i}", "--model", tiny_models["text"],
+                                "--max-new-tokens", "3"), own_server_env, log), log))
+        time.sleep(0.5)
+    for proc, log in procs:
+        assert proc.wait(300) == 0, log.read_text()[-3000:]
+    assert sorted(r.info.status for r in all_runs(mlflow_store)) == ["FINISHED", "FINISHED"]
+
+
+# --------------------------------------------------------------------------- unreachable servers
+
+
+def test_an_unreachable_tracking_server_fails_at_once_naming_it(own_server_env):
+    uri = f"http://user:secret@127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    p = P.run(("train",), own_server_env | {"MLFLOW_TRACKING_URI": uri}, timeout=120)
+    assert p.returncode == 1
+    assert time.monotonic() - t0 < 30
+    [line] = p.stderr.strip().splitlines()
+    assert line.startswith(f"trackflow train: MLflow tracking server http://127.0.0.1:{uri.rsplit(':', 1)[1]} ")
+    assert "connection refused" in line and "secret" not in p.stdout + p.stderr
+
+
+def test_an_unreachable_prefect_api_fails_at_once_naming_it(own_server_env):
+    url = f"http://127.0.0.1:{free_port()}/api"
+    t0 = time.monotonic()
+    p = P.run(("train",), own_server_env | {"PREFECT_API_URL": url}, timeout=120)
+    assert p.returncode == 1
+    assert time.monotonic() - t0 < 30
+    assert f"trackflow train: Prefect API {url} did not answer" in p.stderr and "make server" in p.stderr
+
+
+# --------------------------------------------------------------------------- the model, before any work
+
+
+def test_a_bad_model_is_refused_before_prefect_starts(tmp_path, tiny_models, mlflow_store):
+    import torch
+    from safetensors.torch import load_file
+
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.txt").write_text("hi")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(tiny_models["text"] / "config.json", pickled)
+    torch.save(load_file(tiny_models["text"] / "model.safetensors"), pickled / "pytorch_model.bin")
+    for model, message in ((pickled, "holds only pickle weights (pytorch_model.bin); trackflow loads safetensors only"),
+                           ("models:/nothing/1", "MLflow model 'models:/nothing/1' cannot be fetched")):
+        p = P.run(("infer", "text", d, "--out", tmp_path / "out", "--model", model), cli_env())
+        assert p.returncode == 2, p.stderr
+        assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1
+        assert "Flow run" not in p.stdout + p.stderr  # no flow was started
+    from mlflow import MlflowClient
+
+    assert [e.name for e in MlflowClient(mlflow_store).search_experiments()] == ["Default"]
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+@pytest.mark.slow
+def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(tmp_path):
+    """Basic-auth credentials in MLFLOW_TRACKING_URI, as for a server behind an authenticating proxy."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.servers import mlflow_server
+
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "mlflow.log") as url:
+        secret_uri = url.replace("http://", "http://alice:s3cr3t@")
+        p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env(MLFLOW_TRACKING_URI=secret_uri))
+        assert p.returncode == 0, p.stderr
+        assert "s3cr3t" not in p.stdout + p.stderr and "alice" not in p.stdout + p.stderr
+        assert f"{url}/#/experiments/" in p.stdout  # the link is printed, without the credentials
+        [run] = all_runs(url)
+        assert not [v for v in run.data.tags.values() if "s3cr3t" in v]
+        flow_run_id = run.data.tags["prefect.flow_run_id"]
+    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 10, "offset": 0, "artifacts": {}, "task_runs": {}}
+    arts = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
+    assert arts and all("s3cr3t" not in json.dumps(a) for a in arts)
+    assert any(url in a["data"] for a in arts)
