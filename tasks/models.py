@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from trackflow.devices import resolve_device
+
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 _HUB_PROBE_TIMEOUT = 3.0
 
@@ -118,14 +120,6 @@ def resolve_model_source(model: str) -> ModelSource:
             "small offline model), or allow network access to huggingface.co (and unset HF_HUB_OFFLINE)"
         )
     return ModelSource(model, model, "hub")
-
-
-def resolve_device(device: str):
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelSourceError("--device cuda was asked for but CUDA is not available; use --device cpu or auto")
-    return torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
 def _pretrained_kw(source: ModelSource) -> dict:

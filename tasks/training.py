@@ -1,91 +1,58 @@
-"""Training step: fit the MLP with a hand-derived backward pass.
+"""Training: fit the preprocessor on the training split, then the network with autograd.
 
-For a 10 -> 64 -> 64 -> 2 MLP at batch 32, autograd's graph building and a DataLoader
-cost more than the arithmetic (0.7 ms a step here, slower than scikit-learn's numpy
-MLP). The backward pass of this fixed architecture is short, so it is written out
-below (checked against autograd in tests/test_training.py), batches are slices of a
-pre-permuted chunk rather than DataLoader items, and the optimizer is torch's own
-fused Adam/AdamW fed with those gradients.
+For a 10 -> 64 -> 64 -> 2 MLP at batch 32 a step's arithmetic is tiny, so per-step
+overhead decides the speed (measured in benchmarks/bench_training.py):
+- no DataLoader: batches are slices of a chunk permuted once, so a step does no indexing;
+- dropout masks are drawn for a whole chunk at once, with NumPy's generator (torch's
+  per-call dropout sampling cost ~30 us a batch here, more than a layer's matmul);
+- the parameters live in one flat buffer during training, so the fused Adam/AdamW step
+  and the gradient reset each touch one tensor instead of one per layer;
+- small models train on one thread.
+Autograd runs through trackflow.model.MLPClassifier as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from tasks.data import Dataset
-from trackflow.config import TrainConfig
+from tasks.data import Splits, build_preprocessor
+from trackflow.devices import resolve_device
 from trackflow.model import MLPClassifier
+from trackflow.classifier import FittedClassifier
 
-# Batches are gathered (and dropout masks drawn) this many samples at a time, which
-# bounds memory for large datasets while keeping per-step indexing out of the loop.
+# Batches are gathered this many samples at a time: memory stays bounded on large
+# tables while the inner loop only slices.
 _CHUNK = 16_384
+# Below this many weights one thread beats two here (intra-op parallelism costs more than it gains).
+_SMALL_MODEL = 1_000_000
 
 
 @dataclass
-class TrainedModel:
+class TrainedNetwork:
     model: MLPClassifier
-    history: dict[str, list[float]] = field(default_factory=dict)
-    samples_per_second: float = 0.0
-    device: str = "cpu"
+    history: dict[str, list[float]]
+    samples_per_second: float
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but CUDA is not available; use --device cpu or auto")
-    return torch.device(device)
-
-
-def backprop_step(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    x: torch.Tensor,
-    onehot: torch.Tensor,
-    mask1: torch.Tensor,
-    mask2: torch.Tensor,
-) -> torch.Tensor:
-    """One forward + backward pass of MLPClassifier with cross-entropy, writing into `grads`.
-
-    `mask1`/`mask2` are the dropout masks, already scaled by 1/keep. Returns the batch's
-    summed loss as a 0-d tensor (no host sync).
-    """
-    w1, b1, w2, b2, w3, b3 = params
-    gw1, gb1, gw2, gb2, gw3, gb3 = grads
-    n = x.shape[0]
-    h1 = torch.addmm(b1, x, w1.t())
-    m1 = mask1 * (h1 > 0)  # relu and dropout folded into one mask
-    a1 = h1 * m1
-    h2 = torch.addmm(b2, a1, w2.t())
-    m2 = mask2 * (h2 > 0)
-    a2 = h2 * m2
-    logp = torch.log_softmax(torch.addmm(b3, a2, w3.t()), dim=1)
-    loss_sum = -(logp * onehot).sum()
-    g = logp.exp_().sub_(onehot).div_(n)  # d(mean CE)/d(logits) = softmax - onehot
-    torch.mm(g.t(), a2, out=gw3)
-    torch.sum(g, 0, out=gb3)
-    g = (g @ w3).mul_(m2)
-    torch.mm(g.t(), a1, out=gw2)
-    torch.sum(g, 0, out=gb2)
-    g = (g @ w2).mul_(m1)
-    torch.mm(g.t(), x, out=gw1)
-    torch.sum(g, 0, out=gb1)
-    return loss_sum
+@dataclass
+class Fitted:
+    classifier: FittedClassifier
+    history: dict[str, list[float]]
+    samples_per_second: float
 
 
 @contextlib.contextmanager
-def _single_thread(device: torch.device):
-    # This model is too small for intra-op parallelism: one thread is faster than two
-    # here, and leaves the other cores to concurrent trials.
-    if device.type != "cpu":
+def _threads_for(model: torch.nn.Module, device: torch.device):
+    n_weights = sum(p.numel() for p in model.parameters())
+    if device.type != "cpu" or n_weights >= _SMALL_MODEL:
         yield
         return
     before = torch.get_num_threads()
@@ -96,71 +63,118 @@ def _single_thread(device: torch.device):
         torch.set_num_threads(before)
 
 
-def _evaluate_loss(model: MLPClassifier, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+@contextlib.contextmanager
+def _flat_parameters(model: torch.nn.Module):
+    """Yield (one Parameter holding all of `model`'s, its gradient buffer); the module's parameters
+    and gradients are views into them for the duration, and get storage of their own after."""
+    params = list(model.parameters())
+    flat = torch.nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset : offset + n].view_as(p)
+        p.grad = flat.grad[offset : offset + n].view_as(p)
+        offset += n
+    try:
+        yield flat
+    finally:
+        for p in params:
+            p.data = p.data.clone()
+            p.grad = None
+
+
+def _val_metrics(model: MLPClassifier, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     model.eval()
     with torch.no_grad():
-        logits = model(X)
-        loss = F.cross_entropy(logits, y).item()
-        acc = (logits.argmax(1) == y).float().mean().item()
-    return loss, acc
+        logits = torch.cat([model(X[i : i + 65_536]) for i in range(0, len(X), 65_536)])
+        return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
-@task(cache_policy=NO_CACHE)
-def train_model(train: Dataset, val: Dataset, config: TrainConfig) -> TrainedModel:
-    """Train an MLPClassifier on `train`; record train_loss, val_loss and val_accuracy per epoch."""
-    n_classes = int(max(train.y.max(), val.y.max())) + 1
-    if n_classes < 2 or len(np.unique(train.y)) < 2:
-        raise ValueError(f"training split has labels {np.unique(train.y).tolist()}; need at least two classes")
-    if train.n_features != config.n_features or val.n_features != config.n_features:
-        raise ValueError(
-            f"data has {train.n_features} features but config.n_features={config.n_features}; they must match"
-        )
-    device = resolve_device(config.device)
-    gen = torch.Generator().manual_seed(config.seed)
-    model = MLPClassifier(config.n_features, config.hidden_dim, n_classes, config.dropout)
+def train_network(
+    X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *, n_classes: int,
+    hidden_layers: Sequence[int], dropout: float, optimizer: str, lr: float, weight_decay: float, batch_size: int,
+    epochs: int, seed: int, device: str,
+) -> TrainedNetwork:
+    """Fit an MLPClassifier on encoded features and integer labels; train_loss, val_loss, val_accuracy per epoch.
+
+    Every random draw (initial weights, shuffling, dropout) comes from generators seeded
+    with `seed`, none from torch's global one: the same seed gives the same model, also
+    when several trainings share a process.
+    """
+    dev = resolve_device(device)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = MLPClassifier(X_train.shape[1], hidden_layers, n_classes, dropout)
     model.reset_parameters(gen)
-    model.to(device)
-    params = [model.fc1.weight, model.fc1.bias, model.fc2.weight, model.fc2.bias, model.fc3.weight, model.fc3.bias]
-    grads = [torch.zeros_like(p) for p in params]
-    for p, g in zip(params, grads):
-        p.grad = g
-    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
-    # fused=True: one kernel for all parameters (0.69 vs 0.94 ms a step here).
-    optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    model.to(dev)
+    keep = 1.0 - dropout
 
-    X = torch.from_numpy(train.X).to(device)
-    y = torch.from_numpy(train.y).to(device)
-    X_val = torch.from_numpy(val.X).to(device)
-    y_val = torch.from_numpy(val.y).to(device)
-    n, bs, keep = len(train), config.batch_size, 1.0 - config.dropout
+    # torch.tensor copies: pandas hands out read-only arrays, which torch will not wrap.
+    X = torch.tensor(np.asarray(X_train, dtype=np.float32), device=dev)
+    y = torch.tensor(np.asarray(y_train, dtype=np.int64), device=dev)
+    Xv = torch.tensor(np.asarray(X_val, dtype=np.float32), device=dev)
+    yv = torch.tensor(np.asarray(y_val, dtype=np.int64), device=dev)
+    n, bs = len(y), batch_size
     chunk = max(bs, _CHUNK // bs * bs)
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
-    weights = [p.detach() for p in params]
-
     start = time.perf_counter()
-    with _single_thread(device), torch.no_grad():
-        for _ in range(config.epochs):
+    with _threads_for(model, dev), _flat_parameters(model) as flat:
+        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer]
+        # fused=True: one kernel updates the whole flat buffer.
+        opt = opt_cls([flat], lr=lr, weight_decay=weight_decay, fused=dev.type in ("cpu", "cuda"))
+        for _ in range(epochs):
             model.train()
-            perm = torch.randperm(n, generator=gen).to(device)
-            loss_total = torch.zeros((), device=device)
+            perm = torch.randperm(n, generator=gen).to(dev)
+            total = torch.zeros((), device=dev)  # summed on the device: no host sync per step
             for c0 in range(0, n, chunk):
                 idx = perm[c0 : c0 + chunk]
-                Xc, Yc = X[idx], F.one_hot(y[idx], n_classes).float()
-                if keep < 1.0:
-                    masks = torch.empty((2, len(idx), config.hidden_dim)).bernoulli_(keep, generator=gen)
-                    masks = masks.div_(keep).to(device)
-                else:
-                    masks = torch.ones((2, len(idx), config.hidden_dim), device=device)
+                Xc, yc = X[idx], y[idx]
+                masks = [_dropout_mask(rng, len(idx), width, keep, dev) for width in hidden_layers] if keep < 1 else None
                 for b0 in range(0, len(idx), bs):
                     s = slice(b0, b0 + bs)
-                    loss_total += backprop_step(weights, grads, Xc[s], Yc[s], masks[0, s], masks[1, s])
-                    optimizer.step()
-            val_loss, val_acc = _evaluate_loss(model, X_val, y_val)
-            history["train_loss"].append(loss_total.item() / n)
+                    loss = F.cross_entropy(model(Xc[s], [m[s] for m in masks] if masks else None), yc[s])
+                    flat.grad.zero_()
+                    loss.backward()
+                    opt.step()
+                    total.add_(loss.detach(), alpha=len(yc[s]))
+            val_loss, val_acc = _val_metrics(model, Xv, yv)
+            history["train_loss"].append(total.item() / n)
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(val_acc)
     elapsed = time.perf_counter() - start
-    model.eval()
-    for p in params:
-        p.grad = None
-    return TrainedModel(model.cpu(), history, n * config.epochs / elapsed, str(device))
+    return TrainedNetwork(model.cpu().eval(), history, n * epochs / elapsed)
+
+
+def _dropout_mask(rng: np.random.Generator, rows: int, width: int, keep: float, device) -> torch.Tensor:
+    """Keep each unit with probability `keep`, scaled by 1/keep (inverted dropout, as nn.Dropout)."""
+    kept = rng.random((rows, width), dtype=np.float32) < keep
+    return torch.from_numpy(kept).to(device=device, dtype=torch.float32).mul_(1.0 / keep)
+
+
+def fit_classifier(
+    splits: Splits, *, hidden_layers: Sequence[int], dropout: float, optimizer: str, lr: float, weight_decay: float,
+    batch_size: int, epochs: int, seed: int, device: str,
+) -> Fitted:
+    """Preprocessing fitted on the training split, then the network on its output; both in one FittedClassifier."""
+    from sklearn.preprocessing import LabelEncoder
+
+    X_train = splits.X_train
+    numeric = [c for c in X_train.columns if pd.api.types.is_numeric_dtype(X_train[c])
+               and not pd.api.types.is_bool_dtype(X_train[c])]
+    categorical = [c for c in X_train.columns if c not in set(numeric)]
+    pre = build_preprocessor(numeric, categorical).fit(X_train)
+    labels = LabelEncoder().fit(pd.concat([splits.y_train, splits.y_val, splits.y_test]))
+    trained = train_network(
+        pre.transform(X_train), labels.transform(splits.y_train), pre.transform(splits.X_val),
+        labels.transform(splits.y_val), n_classes=len(labels.classes_), hidden_layers=hidden_layers, dropout=dropout,
+        optimizer=optimizer, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, seed=seed,
+        device=device,
+    )
+    classifier = FittedClassifier(pre, trained.model, [_plain(c) for c in labels.classes_], list(X_train.columns))
+    return Fitted(classifier, trained.history, trained.samples_per_second)
+
+
+def _plain(value):
+    """numpy scalars as Python values (class names go to JSON)."""
+    return value.item() if hasattr(value, "item") else value

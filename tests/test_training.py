@@ -1,99 +1,117 @@
+"""The network and its training: one nn.Module, autograd through it, seeded, any number of classes."""
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from tasks.data import Dataset, generate_dataset, split_dataset
-from tasks.evaluation import evaluate_model
-from tasks.training import backprop_step, train_model
+from tasks.data import generate_table, load_table, split_table
+from tasks.evaluation import evaluate_classifier
+from tasks.training import fit_classifier, train_network
+from tests.helpers.tables import wine_frame, write
 from trackflow.config import TrainConfig
 from trackflow.model import MLPClassifier
 
-
-def _params(m):
-    return [m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias, m.fc3.weight, m.fc3.bias]
+DEFAULTS = TrainConfig()
 
 
-def test_model_has_one_logit_per_class():
-    assert MLPClassifier()(torch.zeros(4, 10)).shape == (4, 2)
+def knobs(**over):
+    c = DEFAULTS.model_copy(update=over)
+    return dict(hidden_layers=c.hidden_layers, dropout=c.dropout, optimizer=c.optimizer, lr=c.lr,
+                weight_decay=c.weight_decay, batch_size=c.batch_size, epochs=c.epochs, seed=c.seed, device=c.device)
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.5])
-def test_hand_written_backward_equals_autograd(dropout):
-    torch.manual_seed(0)
-    model = MLPClassifier(10, 64, 2, dropout)
-    x, y = torch.randn(32, 10), torch.randint(0, 2, (32,))
-    keep = 1 - dropout
-    m1 = torch.empty(32, 64).bernoulli_(keep) / keep
-    m2 = torch.empty(32, 64).bernoulli_(keep) / keep
-
-    # autograd, with the same dropout masks applied explicitly
-    h = torch.relu(model.fc1(x)) * m1
-    h = torch.relu(model.fc2(h)) * m2
-    loss = F.cross_entropy(model.fc3(h), y)
-    loss.backward()
-    expected = [p.grad.clone() for p in _params(model)]
-
-    grads = [torch.empty_like(p) for p in _params(model)]
-    with torch.no_grad():
-        loss_sum = backprop_step([p.detach() for p in _params(model)], grads, x, F.one_hot(y, 2).float(), m1, m2)
-    assert loss_sum.item() / 32 == pytest.approx(loss.item(), rel=1e-5)
-    for g, e in zip(grads, expected):
-        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+def test_the_network_has_the_asked_layers_and_one_logit_per_class():
+    m = MLPClassifier(10, [64, 64], 2, 0.2)
+    assert m(torch.zeros(4, 10)).shape == (4, 2)
+    assert [layer.out_features for layer in m.hidden] == [64, 64]
+    wide = MLPClassifier(7, [128, 32, 16], 5, 0.0)
+    assert wide(torch.zeros(3, 7)).shape == (3, 5) and wide.spec()["hidden_layers"] == [128, 32, 16]
 
 
-def _splits(n=1000, seed=0):
-    return split_dataset.fn(generate_dataset.fn(n, 10, 5, seed), 0.2, 0.1, seed)
+def test_training_runs_autograd_through_the_module(monkeypatch):
+    """The module users load is the code that trained: every step calls its forward, gradients reach every layer."""
+    calls = []
+    real = MLPClassifier.forward
+    monkeypatch.setattr(MLPClassifier, "forward",
+                        lambda self, x, masks=None: calls.append(self.training) or real(self, x, masks))
+    s = split_table(generate_table(400, 10, 5, 0), 0.2, 0.1, 0)
+    trained = train_network(s.X_train.to_numpy(), s.y_train.to_numpy(), s.X_val.to_numpy(), s.y_val.to_numpy(),
+                            n_classes=2, **knobs(epochs=2, batch_size=32))
+    steps = 2 * -(-len(s.y_train) // 32)
+    assert calls.count(True) == steps and calls.count(False) == 2  # training steps, then one validation per epoch
+    fresh = MLPClassifier(10, [64, 64], 2, 0.2)
+    fresh.reset_parameters(torch.Generator().manual_seed(0))
+    for (name, p), q in zip(trained.model.named_parameters(), fresh.parameters()):
+        assert not torch.equal(p, q), f"{name} was not trained"
 
 
-def test_defaults_reach_090_test_accuracy():
-    c = TrainConfig()
-    s = split_dataset.fn(generate_dataset.fn(c.n_samples, c.n_features, c.n_informative, c.seed), c.test_size, c.val_size, c.seed)
-    trained = train_model.fn(s.train, s.val, c)
-    metrics = evaluate_model.fn(trained.model, s.test).metrics
-    assert metrics["test_accuracy"] >= 0.90
-    h = trained.history
+def test_defaults_reach_090_on_the_generated_set():
+    c = DEFAULTS
+    s = split_table(generate_table(c.n_samples, c.n_features, c.n_informative, c.seed), c.test_size, c.val_size, c.seed)
+    fitted = fit_classifier(s, **knobs())
+    assert evaluate_classifier(fitted.classifier, s.X_test, s.y_test).metrics["test_accuracy"] >= 0.90
+    h = fitted.history
     assert len(h["train_loss"]) == len(h["val_loss"]) == len(h["val_accuracy"]) == c.epochs
     assert h["train_loss"][-1] < h["train_loss"][0] and h["val_loss"][-1] < h["val_loss"][0]
 
 
+def test_a_real_multiclass_table_with_categories_and_gaps(tmp_path):
+    table = load_table(str(write(wine_frame(), tmp_path / "wine.csv")), "cultivar", None, [])
+    s = split_table(table, 0.2, 0.1, 0)
+    fitted = fit_classifier(s, **knobs(epochs=40, hidden_layers=[32]))
+    ev = evaluate_classifier(fitted.classifier, s.X_test, s.y_test)
+    assert ev.metrics["test_accuracy"] >= 0.9 and ev.metrics["test_roc_auc_ovr"] >= 0.95
+    assert fitted.classifier.classes == ["barbera", "barolo", "grignolino"]
+    out = fitted.classifier.predict(s.X_test)
+    assert list(out.columns) == ["label", "proba_barbera", "proba_barolo", "proba_grignolino"]
+    np.testing.assert_allclose(out.iloc[:, 1:].sum(axis=1), 1.0, rtol=1e-6)
+
+
 def test_same_seed_same_model_other_seed_differs():
-    s = _splits(400)
-    c = TrainConfig(n_samples=400, epochs=3, seed=7)
-    a, b = train_model.fn(s.train, s.val, c), train_model.fn(s.train, s.val, c)
-    other = train_model.fn(s.train, s.val, c.model_copy(update={"seed": 8}))
-    assert a.history == b.history
-    for p, q in zip(a.model.parameters(), b.model.parameters()):
+    s = split_table(generate_table(400, 10, 5, 0), 0.2, 0.1, 0)
+    a, b = fit_classifier(s, **knobs(epochs=3, seed=7)), fit_classifier(s, **knobs(epochs=3, seed=7))
+    other = fit_classifier(s, **knobs(epochs=3, seed=8))
+    assert a.history == b.history and a.history != other.history
+    for p, q in zip(a.classifier.network.parameters(), b.classifier.network.parameters()):
         assert torch.equal(p, q)
-    assert a.history != other.history
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_optimizers_and_weight_decay_train(optimizer):
-    s = _splits(600)
-    c = TrainConfig(n_samples=600, epochs=5, optimizer=optimizer, weight_decay=0.01, lr=0.01)
-    t = train_model.fn(s.train, s.val, c)
-    assert t.history["val_accuracy"][-1] > 0.8
+    s = split_table(generate_table(600, 10, 5, 0), 0.2, 0.1, 0)
+    fitted = fit_classifier(s, **knobs(epochs=5, optimizer=optimizer, weight_decay=0.01, lr=0.01))
+    assert fitted.history["val_accuracy"][-1] > 0.8
 
 
-def test_batch_larger_than_data_and_odd_sizes():
-    s = _splits(150)
-    t = train_model.fn(s.train, s.val, TrainConfig(n_samples=150, epochs=2, batch_size=1000))
-    assert len(t.history["train_loss"]) == 2 and np.isfinite(t.history["train_loss"]).all()
-
-
-def test_train_rejects_single_class_and_feature_mismatch():
-    X = np.random.default_rng(0).normal(size=(50, 10)).astype(np.float32)
-    one_class = Dataset(X, np.zeros(50, np.int64))
-    with pytest.raises(ValueError, match="two classes"):
-        train_model.fn(one_class, one_class, TrainConfig())
-    s = _splits(200)
-    with pytest.raises(ValueError, match="n_features"):
-        train_model.fn(s.train, s.val, TrainConfig(n_features=12))
+def test_batch_larger_than_the_data():
+    s = split_table(generate_table(150, 10, 5, 0), 0.2, 0.1, 0)
+    fitted = fit_classifier(s, **knobs(epochs=2, batch_size=1000))
+    assert np.isfinite(fitted.history["train_loss"]).all()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
 def test_cuda_requested_without_cuda_is_a_clear_error():
-    s = _splits(200)
-    with pytest.raises(ValueError, match="CUDA is not available"):
-        train_model.fn(s.train, s.val, TrainConfig(device="cuda"))
+    from trackflow.devices import DeviceError
+
+    s = split_table(generate_table(200, 10, 5, 0), 0.2, 0.1, 0)
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        fit_classifier(s, **knobs(device="cuda"))
+
+
+def test_dropout_masks_drop_and_rescale_as_nn_dropout():
+    from tasks.training import _dropout_mask
+
+    m = _dropout_mask(np.random.default_rng(0), 20_000, 64, 0.8, "cpu")
+    assert set(torch.unique(m).tolist()) == {0.0, 1.25}
+    assert abs((m > 0).float().mean().item() - 0.8) < 0.01
+
+
+def test_the_trained_module_owns_its_weights():
+    """Training keeps parameters in one flat buffer; the returned module has storage of its own."""
+    s = split_table(generate_table(200, 10, 5, 0), 0.2, 0.1, 0)
+    model = train_network(s.X_train.to_numpy(), s.y_train.to_numpy(), s.X_val.to_numpy(), s.y_val.to_numpy(),
+                          n_classes=2, **knobs(epochs=1)).model
+    ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert len(ptrs) == len(list(model.parameters())) and all(p.grad is None for p in model.parameters())
