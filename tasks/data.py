@@ -1,68 +1,270 @@
-"""Data steps: generate the synthetic classification set and split it."""
+"""The training data: the user's table (CSV or Parquet) or the tutorial's generated set, checked and split.
+
+Every problem a table can have is a `DataError` whose one-line message names the file
+or column and the fix, raised before any run is tracked. Preprocessing is scikit-learn's
+(`ColumnTransformer`), fitted on the training split only.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+import pandas as pd
+
+from trackflow.classifier import as_text
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+GENERATED_TARGET = "target"
+# A text column whose non-empty values nearly all parse as numbers is a numeric column
+# with typos in it, not a category: the odd values are reported instead of being one-hot encoded.
+NUMERIC_SHARE = 0.95
+
+
+class DataError(ValueError):
+    """The training data cannot be used; the message names the file or column and the fix."""
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """Features `X` (float32, n x d) and integer labels `y` (n,)."""
+class Table:
+    """Features (named columns, as read) and the target column, with where they came from."""
 
-    X: np.ndarray
-    y: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.X.ndim != 2 or self.y.ndim != 1 or len(self.X) != len(self.y):
-            raise ValueError(f"Dataset needs X of shape (n, d) and y of shape (n,), got {self.X.shape} and {self.y.shape}")
-
-    def __len__(self) -> int:
-        return len(self.y)
+    X: pd.DataFrame
+    y: pd.Series
+    source: str  # the file's path, or "generated"
+    name: str
+    n_dropped_rows: int = 0  # rows without a target value
 
     @property
-    def n_features(self) -> int:
-        return self.X.shape[1]
+    def classes(self) -> list:
+        return sorted(self.y.unique().tolist(), key=str)
+
+    @property
+    def numeric(self) -> list[str]:
+        return [c for c in self.X.columns if pd.api.types.is_numeric_dtype(self.X[c]) and not
+                pd.api.types.is_bool_dtype(self.X[c])]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [c for c in self.X.columns if c not in set(self.numeric)]
 
 
 @dataclass(frozen=True)
 class Splits:
-    train: Dataset
-    val: Dataset
-    test: Dataset
+    """Stratified train/validation/test parts of a table, features still as read."""
+
+    X_train: pd.DataFrame
+    y_train: pd.Series
+    X_val: pd.DataFrame
+    y_val: pd.Series
+    X_test: pd.DataFrame
+    y_test: pd.Series
 
 
-@task(cache_policy=NO_CACHE)
-def generate_dataset(n_samples: int, n_features: int, n_informative: int, seed: int) -> Dataset:
-    """A seeded binary classification set from scikit-learn's `make_classification`."""
+# --------------------------------------------------------------------------- reading
+
+
+def generate_table(n_samples: int, n_features: int, n_informative: int, seed: int) -> Table:
+    """The tutorial's set: scikit-learn's `make_classification`, as a table with named columns."""
     from sklearn.datasets import make_classification
 
-    if n_informative > n_features:
-        raise ValueError(f"n_informative ({n_informative}) must be <= n_features ({n_features})")
-    X, y = make_classification(
-        n_samples=n_samples,
-        n_features=n_features,
-        n_informative=n_informative,
-        n_redundant=min(2, n_features - n_informative),
-        random_state=seed,
-    )
-    return Dataset(X.astype(np.float32), y.astype(np.int64))
+    X, y = make_classification(n_samples=n_samples, n_features=n_features, n_informative=n_informative,
+                               n_redundant=min(2, n_features - n_informative), random_state=seed)
+    frame = pd.DataFrame(X.astype(np.float32), columns=[f"feature_{i}" for i in range(n_features)])
+    return Table(frame, pd.Series(y.astype(np.int64), name=GENERATED_TARGET), "generated",
+                 f"make_classification-{n_samples}x{n_features}-seed{seed}")
 
 
-@task(cache_policy=NO_CACHE)
-def split_dataset(data: Dataset, test_size: float, val_size: float, seed: int) -> Splits:
+def table_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise DataError(f"{str(path)!r}: unknown table format {suffix or '(no extension)'!r}; "
+                        f"use a .csv, .tsv or .parquet file")
+    return FORMATS[suffix]
+
+
+def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
+    """The whole file (or its first `nrows` rows) with pandas; a DataError for what cannot be read."""
+    path = Path(path)
+    fmt = table_format(path)
+    if not path.exists():
+        raise DataError(f"data file {str(path)!r} does not exist; check --data")
+    if not path.is_file():
+        raise DataError(f"data {str(path)!r} is not a regular file; pass a .csv or .parquet file with --data")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {str(path)!r} is empty; it needs a header row and data rows")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            frame = pq.read_table(path).to_pandas() if nrows is None else \
+                next(pq.ParquetFile(path).iter_batches(batch_size=max(nrows, 1))).to_pandas()
+        else:
+            frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", nrows=nrows, encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"data file {str(path)!r} cannot be read ({exc}); check the file and its permissions "
+                        "(text must be UTF-8)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, StopIteration) as exc:
+        raise DataError(f"data file {str(path)!r} is not a valid {fmt} table ({' '.join(str(exc).split())[:200]}); "
+                        "check the file") from None
+    if frame.empty:
+        raise DataError(f"data file {str(path)!r} has a header but no data rows; add rows")
+    return frame
+
+
+def select_columns(frame: pd.DataFrame, source: str, target: str, features: Sequence[str] | None,
+                   drop: Sequence[str]) -> tuple[list[str], pd.Series]:
+    """The feature columns to use and the target column, checked against the table's header."""
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    if target not in columns:
+        raise DataError(f"--target {target!r} is not a column of {source!r}; its columns are: "
+                        f"{', '.join(map(repr, columns))}")
+    for option, names in (("--features", features or []), ("--drop", drop)):
+        unknown = [c for c in names if c not in columns]
+        if unknown:
+            raise DataError(f"{option} names {', '.join(map(repr, unknown))}, not columns of {source!r}; "
+                            f"its columns are: {', '.join(map(repr, columns))}")
+    if features:
+        chosen = [c for c in features if c not in drop]
+    else:
+        chosen = [c for c in columns if c != target and c not in drop]
+    if target in chosen:
+        raise DataError(f"--target {target!r} is also listed in --features; a column cannot predict itself")
+    if not chosen:
+        raise DataError(f"no feature columns left in {source!r} (all dropped); check --features and --drop")
+    return chosen, frame[target]
+
+
+_loaded: dict[tuple, Table] = {}  # the last table read in this process, by file identity and columns
+
+
+def load_table(path: str, target: str, features: Sequence[str] | None, drop: Sequence[str]) -> Table:
+    """The user's table, read and checked: its features and target, ready to split.
+
+    The command checks the table before Prefect starts and the flow loads it again in the
+    same process: the second call reuses the first's result while the file is unchanged.
+    """
+    try:
+        st = Path(path).stat()
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, target, tuple(features or ()), tuple(drop))
+    except OSError:
+        key = None
+    if key in _loaded:
+        return _loaded[key]
+    table = _read_and_check(path, target, features, drop)
+    if key is not None:
+        _loaded.clear()
+        _loaded[key] = table
+    return table
+
+
+def _read_and_check(path: str, target: str, features: Sequence[str] | None, drop: Sequence[str]) -> Table:
+    frame = read_table(path)
+    chosen, y = select_columns(frame, path, target, features, drop)
+    missing_target = y.isna()
+    X = frame.loc[~missing_target, chosen].reset_index(drop=True)
+    y = y[~missing_target].reset_index(drop=True)
+    X = _check_features(X, path)
+    return Table(X, y, str(Path(path).resolve()), Path(path).name, int(missing_target.sum()))
+
+
+def _check_features(X: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Checked feature columns; integers become float64, so that a served request may leave a cell empty."""
+    for col in X.columns:
+        values = X[col]
+        if values.isna().all():
+            raise DataError(f"column {col!r} of {source!r} is empty in every row; fill it or pass --drop {col!r}")
+        text = values.dtype == object or pd.api.types.is_string_dtype(values)
+        if text and not values.map(lambda v: isinstance(v, bool) or v is None).all():
+            present = values.dropna()
+            parsed = pd.to_numeric(present, errors="coerce")
+            bad = parsed.isna()
+            if bad.any() and (~bad).mean() >= NUMERIC_SHARE:
+                row = int(present.index[bad.argmax()])
+                raise DataError(f"column {col!r} of {source!r} is numeric but row {row + 1} holds "
+                                f"{present[bad].iloc[0]!r}; fix the value (or leave it empty: missing values are "
+                                f"imputed), or pass --drop {col!r}")
+            if not bad.any():  # numbers stored as text (e.g. a Parquet string column): treat as numbers
+                X = X.assign(**{col: pd.to_numeric(values, errors="coerce")})
+        elif pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            X = X.assign(**{col: values.astype("float64")})
+    return X
+
+
+def check_classes(y: pd.Series, source: str, test_size: float, val_size: float) -> None:
+    """At least two classes, each large enough to appear in every part of the stratified split."""
+    counts = y.value_counts()
+    if len(counts) < 2:
+        raise DataError(f"target of {source!r} has a single class ({counts.index[0]!r}); a classifier needs at "
+                        "least two: check --target")
+    n = len(y)
+    smallest = counts.idxmin()
+    need = max(3, int(np.ceil(1 / min(test_size, val_size))))
+    if counts.min() < need:
+        raise DataError(f"class {smallest!r} of {source!r} has only {counts.min()} rows; the stratified "
+                        f"train/validation/test split needs at least {need} per class: add rows or merge the class")
+    for part, size in (("test", test_size), ("validation", val_size)):
+        if round(n * size) < len(counts):
+            raise DataError(f"the {part} split of {source!r} would hold {round(n * size)} rows for {len(counts)} "
+                            f"classes; add rows or raise --{'test' if part == 'test' else 'val'}-size")
+
+
+# --------------------------------------------------------------------------- splitting and preprocessing
+
+
+def split_table(table: Table, test_size: float, val_size: float, seed: int) -> Splits:
     """Stratified, seeded train/validation/test split; `test_size` and `val_size` are fractions of the whole."""
     from sklearn.model_selection import train_test_split
 
-    if not (0 < test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
-        raise ValueError(f"test_size ({test_size}) and val_size ({val_size}) must be in (0, 1) and sum to < 1")
-    X_rest, X_test, y_rest, y_test = train_test_split(
-        data.X, data.y, test_size=test_size, stratify=data.y, random_state=seed
+    X_rest, X_test, y_rest, y_test = train_test_split(table.X, table.y, test_size=test_size, stratify=table.y,
+                                                      random_state=seed)
+    X_train, X_val, y_train, y_val = train_test_split(X_rest, y_rest, test_size=val_size / (1 - test_size),
+                                                      stratify=y_rest, random_state=seed)
+    return Splits(X_train, y_train, X_val, y_val, X_test, y_test)
+
+
+def build_preprocessor(numeric: Sequence[str], categorical: Sequence[str]):
+    """Numbers: median-imputed and standardised; everything else: one-hot, ignoring unseen categories."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+    return ColumnTransformer(
+        [("numeric", Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                               ("scale", StandardScaler())]), list(numeric)),
+         ("categorical", Pipeline([("as_text", FunctionTransformer(as_text, feature_names_out="one-to-one")),
+                                   ("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
+                                   ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]),
+          list(categorical))],
+        sparse_threshold=0.0,
     )
-    X_train, X_val, y_train, y_val = train_test_split(
-        X_rest, y_rest, test_size=val_size / (1 - test_size), stratify=y_rest, random_state=seed
-    )
-    return Splits(Dataset(X_train, y_train), Dataset(X_val, y_val), Dataset(X_test, y_test))
+
+
+def load_data(data: str | None, target: str | None, features: Sequence[str] | None, drop: Sequence[str],
+              n_samples: int, n_features: int, n_informative: int, seed: int, test_size: float,
+              val_size: float) -> Table:
+    """The user's table (with `data`) or the generated set, checked: a DataError here means no run is made."""
+    if data:
+        table = load_table(data, target, features, drop)
+    else:
+        table = generate_table(n_samples, n_features, n_informative, seed)
+    check_classes(table.y, table.source, test_size, val_size)
+    return table
+
+
+def profile_table(table: Table) -> dict:
+    """What the run records about its data: size, class counts, missing values per column."""
+    return {
+        "source": table.source,
+        "rows": int(len(table.y)),
+        "rows_without_target": table.n_dropped_rows,
+        "columns": int(table.X.shape[1]),
+        "numeric_columns": table.numeric,
+        "categorical_columns": table.categorical,
+        "class_counts": {str(k): int(v) for k, v in table.y.value_counts().sort_index().items()},
+        "missing_values": {str(c): int(n) for c, n in table.X.isna().sum().items()},
+    }

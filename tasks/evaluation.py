@@ -1,61 +1,54 @@
-"""Evaluation step: test-set metrics and the figures that explain them."""
+"""Evaluation: test-set metrics of a fitted classifier, binary or multiclass."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+import pandas as pd
 
-from tasks.data import Dataset
+from trackflow.classifier import FittedClassifier
 
 
 @dataclass(frozen=True)
 class Evaluation:
     metrics: dict[str, float]
-    y_true: np.ndarray
-    y_score: np.ndarray  # probability of the positive class
+    classes: list
+    y_true: np.ndarray  # class indices
+    proba: np.ndarray  # (n, n_classes)
     confusion: np.ndarray
 
 
-def predict_proba(model: torch.nn.Module, X: np.ndarray, batch_size: int = 65_536) -> np.ndarray:
-    """Class probabilities, in batches (no DataLoader: features are one tensor)."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(X), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(X[i : i + batch_size], dtype=np.float32)).to(device)
-            out.append(torch.softmax(model(xb), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.empty((0, 2), dtype=np.float32)
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, prefix: str = "test_") -> dict[str, float]:
+    """Two classes: accuracy, precision, recall, F1 (of the second class) and ROC AUC, named as before.
+    More: accuracy, macro precision/recall/F1, and one-vs-rest macro ROC AUC."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-
-@task(cache_policy=NO_CACHE)
-def evaluate_model(model: torch.nn.Module, test: Dataset, prefix: str = "test_") -> Evaluation:
-    """Accuracy, precision, recall, F1 and ROC AUC of `model` on `test` (binary, positive class 1)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
-
-    if len(test) == 0:
-        raise ValueError("test split is empty; raise --n-samples or --test-size")
-    if len(np.unique(test.y)) < 2:
-        raise ValueError("test split holds a single class, so ROC AUC is undefined; raise --n-samples or --test-size")
-    proba = predict_proba(model, test.X)
-    if proba.shape[1] != 2:
-        raise ValueError(f"evaluate_model handles binary classifiers; the model has {proba.shape[1]} outputs")
     y_pred = proba.argmax(1)
-    y_score = proba[:, 1]
-    metrics = {
-        "accuracy": accuracy_score(test.y, y_pred),
-        "precision": precision_score(test.y, y_pred, zero_division=0),
-        "recall": recall_score(test.y, y_pred, zero_division=0),
-        "f1": f1_score(test.y, y_pred, zero_division=0),
-        "roc_auc": roc_auc_score(test.y, y_score),
-    }
-    return Evaluation(
-        {f"{prefix}{k}": float(v) for k, v in metrics.items()},
-        test.y,
-        y_score,
-        confusion_matrix(test.y, y_pred, labels=[0, 1]),
-    )
+    labels = list(range(proba.shape[1]))
+    if proba.shape[1] == 2:
+        m = {"accuracy": accuracy_score(y_true, y_pred),
+             "precision": precision_score(y_true, y_pred, zero_division=0),
+             "recall": recall_score(y_true, y_pred, zero_division=0),
+             "f1": f1_score(y_true, y_pred, zero_division=0),
+             "roc_auc": roc_auc_score(y_true, proba[:, 1])}
+    else:
+        m = {"accuracy": accuracy_score(y_true, y_pred),
+             "precision_macro": precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
+             "recall_macro": recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
+             "f1_macro": f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
+             "roc_auc_ovr": roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)}
+    return {f"{prefix}{k}": float(v) for k, v in m.items()}
+
+
+def evaluate_classifier(classifier: FittedClassifier, X: pd.DataFrame, y: pd.Series) -> Evaluation:
+    """Metrics and confusion matrix of `classifier` on a held-out split (every class present, as the split ensures)."""
+    from sklearn.metrics import confusion_matrix
+
+    if len(y) == 0:
+        raise ValueError("test split is empty; add rows or raise --test-size")
+    index = {c: i for i, c in enumerate(classifier.classes)}
+    y_true = np.array([index[c] for c in y.map(lambda v: v.item() if hasattr(v, "item") else v)])
+    proba = classifier.predict_proba(X)
+    confusion = confusion_matrix(y_true, proba.argmax(1), labels=list(range(len(classifier.classes))))
+    return Evaluation(classification_metrics(y_true, proba), classifier.classes, y_true, proba, confusion)

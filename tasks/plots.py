@@ -1,7 +1,8 @@
-"""Figures logged with each training run (matplotlib, headless)."""
+"""Figures logged with each training run (matplotlib, headless), labelled with the class names."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,25 +29,34 @@ def plot_loss_curves(history: dict[str, list[float]]) -> "Figure":
     return fig
 
 
-def plot_confusion_matrix(confusion: np.ndarray) -> "Figure":
-    fig, ax = _figure((4.5, 4))
+def plot_confusion_matrix(confusion: np.ndarray, classes: Sequence) -> "Figure":
+    k = len(classes)
+    fig, ax = _figure((max(4.5, 0.6 * k + 2.5), max(4, 0.6 * k + 2)))
     im = ax.imshow(confusion, cmap="Blues")
     for (i, j), v in np.ndenumerate(confusion):
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > confusion.max() / 2 else "black")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
+    names = [str(c) for c in classes]
+    ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 4 else 0, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
     fig.colorbar(im, ax=ax)
     return fig
 
 
-def plot_roc_curve(y_true: np.ndarray, y_score: np.ndarray) -> "Figure":
+def plot_roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: Sequence) -> "Figure":
+    """Two classes: the ROC curve of the second. More: one one-vs-rest curve per class."""
     from sklearn.metrics import auc, roc_curve
 
-    fpr, tpr, _ = roc_curve(y_true, y_score)
-    fig, ax = _figure((4.5, 4))
-    ax.plot(fpr, tpr, label=f"AUC = {auc(fpr, tpr):.3f}")
+    fig, ax = _figure((4.8, 4))
+    shown = [1] if len(classes) == 2 else range(len(classes))
+    for j in shown:
+        fpr, tpr, _ = roc_curve(y_true == j, proba[:, j])
+        label = f"AUC = {auc(fpr, tpr):.3f}" if len(classes) == 2 else f"{classes[j]} vs rest, AUC = {auc(fpr, tpr):.3f}"
+        ax.plot(fpr, tpr, label=label)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve (test)")
-    ax.legend(loc="lower right")
+    title = f"ROC curve (test, positive class {classes[1]})" if len(classes) == 2 else "ROC curves, one vs rest (test)"
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right", fontsize="small")
     return fig
 
 

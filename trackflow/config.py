@@ -16,13 +16,28 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+GENERATED_FIELDS = ("n_samples", "n_features", "n_informative")
+"""Fields that shape the generated set; with `data` they do not apply."""
+
+
 class TrainConfig(_Config):
     """Parameters of the training pipeline (`trackflow train`)."""
 
-    n_samples: int = Field(1000, ge=50, le=10_000_000, description="Number of synthetic samples to generate.")
-    n_features: int = Field(10, ge=2, le=10_000, description="Number of input features (the MLP's input width).")
-    n_informative: int = Field(5, ge=1, description="Informative features among n_features (make_classification).")
-    hidden_dim: int = Field(64, ge=1, le=65_536, description="Width of the MLP's two hidden layers.")
+    data: str | None = Field(
+        None, min_length=1, description="CSV, TSV or Parquet table to train on. Without it: the tutorial's generated set."
+    )
+    target: str | None = Field(None, min_length=1, description="Column of --data to predict (any number of classes).")
+    features: list[str] | None = Field(
+        None, min_length=1, description="Columns of --data to learn from (without it: all but --target and --drop)."
+    )
+    drop: list[str] = Field([], description="Columns of --data to leave out (ids, leaks).")
+    n_samples: int = Field(1000, ge=50, le=10_000_000, description="Rows of the generated set (without --data).")
+    n_features: int = Field(10, ge=2, le=10_000, description="Feature columns of the generated set (without --data).")
+    n_informative: int = Field(
+        5, ge=1, description="Informative features among n_features of the generated set (make_classification)."
+    )
+    hidden_layers: list[int] = Field([64, 64], min_length=1, max_length=32,
+                                     description="Widths of the network's hidden layers, comma-separated.")
     epochs: int = Field(10, ge=1, le=100_000, description="Passes over the training split.")
     lr: float = Field(0.001, gt=0, le=10, description="Learning rate of the optimizer.")
     batch_size: int = Field(32, ge=1, le=1_000_000, description="Mini-batch size.")
@@ -41,22 +56,29 @@ class TrainConfig(_Config):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "TrainConfig":
-        if self.n_informative > self.n_features:
-            raise ValueError(
-                f"n_informative ({self.n_informative}) must be <= n_features ({self.n_features}); "
-                "lower --n-informative or raise --n-features"
-            )
+        if bad := [w for w in self.hidden_layers if not 1 <= w <= 65_536]:
+            raise ValueError(f"hidden_layers widths must be in [1, 65536]; got {bad}")
         if self.test_size + self.val_size >= 0.9:
             raise ValueError(
                 f"test_size + val_size ({self.test_size} + {self.val_size}) must be < 0.9 "
                 "so that training keeps at least 10% of the data"
             )
-        n_small = round(self.n_samples * min(self.test_size, self.val_size))
-        if n_small < 4:
-            raise ValueError(
-                f"n_samples={self.n_samples} leaves only {n_small} samples in the smallest split; "
-                "raise --n-samples or the split fractions so each split has at least 4"
-            )
+        if self.data is None:
+            if self.target or self.features or self.drop:
+                raise ValueError("target, features and drop choose columns of --data; give --data too")
+            if self.n_informative > self.n_features:
+                raise ValueError(
+                    f"n_informative ({self.n_informative}) must be <= n_features ({self.n_features}); "
+                    "lower --n-informative or raise --n-features"
+                )
+            n_small = round(self.n_samples * min(self.test_size, self.val_size))
+            if n_small < 4:
+                raise ValueError(
+                    f"n_samples={self.n_samples} leaves only {n_small} samples in the smallest split; "
+                    "raise --n-samples or the split fractions so each split has at least 4"
+                )
+        elif not self.target:
+            raise ValueError("data needs a target: name the column to predict with --target")
         return self
 
 
