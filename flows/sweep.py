@@ -11,7 +11,7 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.train import TrainResult, fit_and_log, prefect_tags, tracked
+from flows.train import TrainResult, fit_and_log, load_data, prefect_tags, split_table, tracked
 from tasks.plots import plot_metric_vs_lr
 from tasks.registry import promote_if_better
 from tasks.reporting import publish_table
@@ -76,7 +76,10 @@ def train_trial(config: TrainConfig, run_id: str, experiment_id: str, tracking_u
     # Workers may be other processes or machines: use the sweep's store, not their own default.
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     set_tags.fn(run_id, {"trackflow.worker": f"{socket.gethostname()}:{os.getpid()}"})
-    result = fit_and_log(config, run_id, experiment_id, as_tasks=False)
+    table = load_data.fn(config.data, config.target, config.features, config.drop, config.n_samples,
+                         config.n_features, config.n_informative, config.seed, config.test_size, config.val_size)
+    splits = split_table.fn(table, config.test_size, config.val_size, config.seed)
+    result = fit_and_log(config, table, splits, run_id, experiment_id, as_tasks=False)
     end_run.fn(run_id, "FINISHED")
     return result
 

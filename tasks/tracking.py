@@ -8,21 +8,16 @@ I/O, so they carry retries; the compute tasks do not.
 from __future__ import annotations
 
 import os
-import threading
 import time
+import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from trackflow import runs, store
-
-# torch.export (MLflow's default pt2 format) keeps its tracing mode in a process-global
-# slot, so two exports on two threads collide ("ProxyTorchDispatchMode slot already
-# occupied"). Model logging is serialized within a process; processes are independent.
-_EXPORT_LOCK = threading.Lock()
 
 _IO = dict(retries=2, retry_delay_seconds=[1, 4], cache_policy=NO_CACHE)
 
@@ -127,14 +122,20 @@ def log_figures(run_id: str, figures: Mapping[str, Any]) -> None:
 
 
 @task(**_IO)
-def log_dataset(run_id: str, X: np.ndarray, y: np.ndarray, name: str, context: str = "training") -> None:
-    """Record the dataset (schema, digest, profile) as an input of the run."""
+def log_dataset(run_id: str, table, context: str = "training") -> None:
+    """Record the table as an input of the run: its source, digest and schema (features and target)."""
     import mlflow.data
+    import pandas as pd
     from mlflow.entities import DatasetInput, InputTag
-
     from mlflow.exceptions import MlflowException
 
-    ds = mlflow.data.from_numpy(X, targets=y, name=name)
+    frame = pd.concat([table.X, table.y.rename(table.y.name or "target")], axis=1)
+    source = None if table.source == "generated" else table.source  # generated: MLflow records the code
+    with warnings.catch_warnings():  # MLflow registers its local-file source class twice and warns about it;
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        # and its hint about integer columns concerns the target here, which a request never carries.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        ds = mlflow.data.from_pandas(frame, source=source, targets=frame.columns[-1], name=table.name)
     inputs = [DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
     c = client()
     try:
@@ -148,36 +149,62 @@ def log_dataset(run_id: str, X: np.ndarray, y: np.ndarray, name: str, context: s
 
 
 @task(**_IO)
+def log_json(run_id: str, obj: Mapping[str, Any], artifact_file: str) -> None:
+    client().log_dict(run_id, dict(obj), artifact_file)
+
+
+@task(**_IO)
 def log_artifact_files(run_id: str, paths: list[str], artifact_path: str | None = None) -> None:
     c = client()
     for p in paths:
         c.log_artifact(run_id, p, artifact_path)
 
 
+SERVED_MODEL = Path(__file__).resolve().parents[1] / "trackflow" / "served_model.py"
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    # Pinned here so MLflow need not infer them (which loads the model in a subprocess).
+    return [f"{dist}=={version(dist).split('+')[0]}" for dist in
+            ("mlflow", "torch", "scikit-learn", "skops", "safetensors", "pandas", "numpy")]
+
+
+def model_signature(classifier, example):
+    """Named input columns, all required; outputs `label` and one `proba_<class>` per class."""
+    from mlflow.models import infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    with warnings.catch_warnings():  # its hint is about the integer `label` output; inputs are never integers
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        inferred = infer_signature(example, classifier.predict(example))
+    inputs = Schema([ColSpec(c.type, c.name, required=True) for c in inferred.inputs.inputs])
+    return inferred.__class__(inputs, inferred.outputs)
+
+
 @task(**_IO)
-def log_torch_model(run_id: str, model, input_example: np.ndarray) -> str:
-    """Log `model` with the mlflow.pytorch flavor (signature inferred from the example); return its URI."""
-    import mlflow.pytorch
-    import torch
+def log_classifier(run_id: str, classifier, input_example) -> str:
+    """Log preprocessing + network as one MLflow pyfunc model (from code, no pickles); return its URI."""
+    import tempfile
+
+    import mlflow.pyfunc
+    from mlflow.models import Model
 
     c = client()
     run = c.get_run(run_id)
     # Created here so the model lands in the run's experiment: given only run_id,
-    # log_model files it under the process-wide active experiment (0 by default).
-    logged = c.create_logged_model(
-        run.info.experiment_id, name="model", source_run_id=run_id, params=run.data.params, model_type="classifier"
-    )
-    model.eval()  # pt2 export traces the module as it is; load does not call eval()
-    example = np.ascontiguousarray(input_example[: max(2, min(5, len(input_example)))], dtype=np.float32)
-    with _EXPORT_LOCK:
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            run_id=run_id,
-            model_id=logged.model_id,
-            input_example=example,
-            # Pinning requirements skips MLflow's inference, which re-loads the model in a subprocess.
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+    # MLflow files it under the process-wide active experiment (0 by default).
+    logged = c.create_logged_model(run.info.experiment_id, name="model", source_run_id=run_id,
+                                   params=run.data.params, model_type="classifier")
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")  # the label
+        info = Model.log(
+            artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
+            python_model=str(SERVED_MODEL), artifacts=classifier.save(Path(tmp)),
+            code_paths=[str(SERVED_MODEL.parent)],  # the trackflow package: the model loads without it installed
+            signature=model_signature(classifier, input_example), input_example=input_example,
+            pip_requirements=_requirements(),
         )
     return info.model_uri
 

@@ -135,3 +135,21 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path):
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
+
+
+@contextmanager
+def scoring_server(model_uri: str, log: Path, env: dict | None = None):
+    """`mlflow models serve` on loopback, from this environment (--env-manager local); yields its URL.
+
+    The server starts `uvicorn` by name, so the environment's bin folder goes first on PATH.
+    """
+    port = free_port()
+    env = (env or dict(os.environ)) | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                                       "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = spawn([BIN / "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", "127.0.0.1",
+                  "--port", port], log, env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, log, timeout=180)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)

@@ -17,7 +17,7 @@ def test_train_end_to_end(client):
     run = runs[0]
     assert run.data.params["optimizer"] == "adamw" and run.data.params["epochs"] == "2"
     assert run.info.run_id in p.stdout
-    assert f"test_accuracy    {run.data.metrics['test_accuracy']:.4f}" in p.stdout
+    assert f"test_accuracy          {run.data.metrics['test_accuracy']:.4f}" in p.stdout
     assert "models:/classifier/1" in p.stdout and "#/experiments/" in p.stdout
 
 
@@ -81,3 +81,55 @@ def test_main_hands_back_an_enabled_collector_after_any_outcome(restore_gc, caps
     _settle_heap()
     assert restore_gc.isenabled() and restore_gc.get_freeze_count() > 0
     assert restore_gc.get_threshold()[0] == 50_000
+
+
+def test_train_on_a_real_table_end_to_end(client, tmp_path):
+    from tests.helpers.tables import wine_frame, write
+
+    path = write(wine_frame(), tmp_path / "wine.csv")
+    p = run_cli("train", "--data", path, "--target", "cultivar", "--epochs", "20", "--hidden-layers", "32,16")
+    assert p.returncode == 0, p.stderr
+    assert "Test metrics (3 classes: barbera, barolo, grignolino)" in p.stdout and "test_f1_macro" in p.stdout
+    [run] = client.search_runs([client.get_experiment_by_name("classifier").experiment_id])
+    assert run.data.params["hidden_layers"] == "[32, 16]" and run.data.params["target"] == "cultivar"
+
+
+@pytest.mark.parametrize(
+    "table, args, message",
+    [
+        (None, ["--data", "missing.csv", "--target", "y"], "data file 'missing.csv' does not exist; check --data"),
+        ("ok", ["--target", "nope"], "--target 'nope' is not a column of"),
+        ("ok", ["--target", "y", "--n-samples", "500"], "--n-samples shapes the generated set; leave it out with --data"),
+        ("one-class", ["--target", "y"], "has a single class ('same'); a classifier needs at least two"),
+        ("typo", ["--target", "y"], "column 'age' of"),
+    ],
+    ids=["missing-file", "unknown-target", "generated-option", "single-class", "bad-number"],
+)
+def test_bad_data_exits_2_with_one_line_and_no_run(client, tmp_path, table, args, message):
+    import pandas as pd
+
+    frames = {
+        "ok": pd.DataFrame({"a": range(40), "y": [0, 1] * 20}),
+        "one-class": pd.DataFrame({"a": range(40), "y": ["same"] * 40}),
+        "typo": pd.DataFrame({"age": [str(20 + i) for i in range(40)] + ["forty"], "y": [0, 1] * 20 + [0]}),
+    }
+    if table:
+        frames[table].to_csv(tmp_path / "t.csv", index=False)
+        args = ["--data", tmp_path / "t.csv", *args]
+    p = run_cli("train", *args, timeout=120)
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("trackflow train: ") and message in p.stderr
+    assert "Traceback" not in p.stderr
+    assert client.search_experiments(filter_string="name = 'classifier'") == []
+    assert client.search_registered_models() == []
+
+
+def test_sweep_on_a_table_promotes_the_champion(client, tmp_path):
+    from tests.helpers.tables import breast_cancer_frame, write
+
+    path = write(breast_cancer_frame(), tmp_path / "bc.parquet")
+    p = run_cli("sweep", "--data", path, "--target", "target", "--drop", "patient id", "--lrs", "0.001,0.01",
+                "--epochs", "3")
+    assert p.returncode == 0, p.stderr
+    champion = client.get_model_version_by_alias("classifier", "champion")
+    assert client.get_run(champion.run_id).data.params["data"] == str(path)

@@ -5,6 +5,7 @@ from prefect import task
 
 import flows.train as train_flow
 from flows.train import training_pipeline
+from trackflow.config import TrainConfig
 
 
 def test_flow_tracks_everything(client, tiny_config):
@@ -15,8 +16,10 @@ def test_flow_tracks_everything(client, tiny_config):
     assert run.info.experiment_id == exp.experiment_id
 
     assert set(run.data.params) >= {
-        "n_samples", "n_features", "epochs", "lr", "batch_size", "dropout", "optimizer", "weight_decay", "seed"
+        "n_samples", "n_features", "epochs", "lr", "batch_size", "dropout", "optimizer", "weight_decay", "seed",
+        "data", "target", "features", "hidden_layers"
     }
+    assert run.data.params["data"] == "generated" and run.data.params["hidden_layers"] == "[64, 64]"
     assert run.data.params["epochs"] == "3" and run.data.params["optimizer"] == "adam"
     for name in ("train_loss", "val_loss", "val_accuracy"):
         assert [m.step for m in client.get_metric_history(result.run_id, name)] == [1, 2, 3]
@@ -70,10 +73,10 @@ def test_same_seed_reproduces_metrics(tiny_config):
 
 def test_failing_task_leaves_the_run_failed(client, tiny_config, monkeypatch):
     @task
-    def broken_train(train, val, config):
+    def broken_fit(splits, **knobs):
         raise RuntimeError("boom in training")
 
-    monkeypatch.setattr(train_flow, "train_model", broken_train)
+    monkeypatch.setattr(train_flow, "fit_classifier", broken_fit)
     with pytest.raises(RuntimeError, match="boom in training"):
         training_pipeline(tiny_config)
     runs = client.search_runs([client.get_experiment_by_name("classifier").experiment_id])
@@ -86,3 +89,43 @@ def test_invalid_parameters_are_rejected_before_any_run(client):
     with pytest.raises(ParameterTypeError, match="lr"):
         training_pipeline({"lr": -1.0})
     assert client.get_experiment_by_name("classifier") is None
+
+
+def test_a_real_table_is_tracked_with_its_source_profile_and_class_names(client, tmp_path):
+    import json
+
+    from tests.helpers.tables import wine_frame, write
+
+    path = write(wine_frame(), tmp_path / "wine.parquet")
+    result = training_pipeline(TrainConfig(data=str(path), target="cultivar", drop=["hue"], epochs=20))
+    run = client.get_run(result.run_id)
+    p = run.data.params
+    assert p["data"] == str(path) and p["target"] == "cultivar" and "n_samples" not in p
+    features = json.loads(p["features"])
+    assert "colour / tint" in features and "prolin é" in features and "hue" not in features
+    assert set(result.metrics) == {"test_accuracy", "test_precision_macro", "test_recall_macro", "test_f1_macro",
+                                   "test_roc_auc_ovr"}
+    assert result.classes == ["barbera", "barolo", "grignolino"]
+    [inp] = run.inputs.dataset_inputs
+    assert inp.dataset.name == "wine.parquet" and inp.dataset.digest
+    assert str(path) in inp.dataset.source
+    schema = json.loads(inp.dataset.schema)["mlflow_colspec"]
+    assert {c["name"] for c in schema} >= {"colour / tint", "prolin é", "cultivar"}
+    local = client.download_artifacts(result.run_id, "data/profile.json", str(tmp_path))
+    profile = json.loads(open(local).read())
+    assert profile["class_counts"] == {"barbera": 48, "barolo": 59, "grignolino": 71}
+    assert profile["missing_values"]["alcohol"] == 3
+    assert run.data.metrics["data_rows"] == 178
+
+
+def test_bad_data_stops_before_any_run_and_registers_nothing(client, tmp_path):
+    import pandas as pd
+
+    from tasks.data import DataError
+
+    path = tmp_path / "one-class.csv"
+    pd.DataFrame({"a": range(40), "label": ["same"] * 40}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="single class"):
+        training_pipeline(TrainConfig(data=str(path), target="label"))
+    assert client.get_experiment_by_name("classifier") is None
+    assert client.search_registered_models() == []

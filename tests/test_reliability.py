@@ -123,7 +123,7 @@ def test_an_interrupt_ends_the_command_within_seconds_with_its_run_killed(tmp_pa
     """SIGINT to the whole process group (a terminal's Ctrl-C), or SIGTERM (a supervisor), during training."""
     log = tmp_path / "cmd.log"
     proc = P.start(LONG_TRAIN, own_server_env, log)
-    P.wait_for(log, "Task run 'split_dataset", proc)
+    P.wait_for(log, "Task run 'split_table", proc)
     time.sleep(1)
     rc, took, left = P.interrupt(proc, sig, group=(sig == signal.SIGINT))
     text = log.read_text()
@@ -138,7 +138,7 @@ def test_an_interrupt_ends_the_command_within_seconds_with_its_run_killed(tmp_pa
 def test_kill_9_takes_its_server_along_and_the_next_command_reaps_the_run(tmp_path, own_server_env, mlflow_store):
     log = tmp_path / "cmd.log"
     proc = P.start(LONG_TRAIN, own_server_env, log)
-    P.wait_for(log, "Task run 'split_dataset", proc)
+    P.wait_for(log, "Task run 'split_table", proc)
     rc, _, left = P.interrupt(proc, signal.SIGKILL, group=False)  # the process alone, as the OOM killer does
     assert rc == -9
     assert left == [], f"outlived the command: {[p.cmdline() for p in left]}"
@@ -155,7 +155,7 @@ def test_kill_9_takes_its_server_along_and_the_next_command_reaps_the_run(tmp_pa
 def test_the_next_command_reaps_runs_of_a_killed_one(tmp_path, mlflow_store):
     log = tmp_path / "cmd.log"
     proc = P.start(LONG_TRAIN, cli_env(), log)
-    P.wait_for(log, "Task run 'split_dataset", proc)
+    P.wait_for(log, "Task run 'split_table", proc)
     P.interrupt(proc, signal.SIGKILL, group=False)
     p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env())
     assert p.returncode == 0, p.stderr

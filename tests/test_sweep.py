@@ -104,16 +104,16 @@ def test_champion_is_replaced_when_beaten_and_kept_otherwise(client):
 
 def test_a_failing_trial_is_retried_then_recorded_and_the_rest_finish(client, monkeypatch):
     calls = []
-    real = train_flow.train_model
+    real = train_flow.fit_classifier
 
     @task
-    def flaky_train(train, val, config):
-        if config.lr == 0.01:
-            calls.append(config.lr)
+    def flaky_fit(splits, **knobs):
+        if knobs["lr"] == 0.01:
+            calls.append(knobs["lr"])
             raise RuntimeError("simulated trial failure")
-        return real.fn(train, val, config)
+        return real.fn(splits, **knobs)
 
-    monkeypatch.setattr(train_flow, "train_model", flaky_train)
+    monkeypatch.setattr(train_flow, "fit_classifier", flaky_fit)
     res = sweep_pipeline(sweep(lrs=[0.001, 0.01, 0.1], retries=2))
     assert len(calls) == 3, res.failed  # one try + two retries
     assert [t.config.lr for t in res.failed] == [0.01]

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from trackflow import signals, store
-from trackflow.config import AudioInferConfig, SweepConfig, TextInferConfig, TrainConfig
+from trackflow.config import GENERATED_FIELDS, AudioInferConfig, SweepConfig, TextInferConfig, TrainConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -49,6 +49,8 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], s
         if name in skip:
             continue
         ann = field.annotation
+        if typing.get_origin(ann) in (typing.Union, types.UnionType):  # X | None: an option that may be left out
+            ann = next(a for a in typing.get_args(ann) if a is not type(None))
         help_ = f"{field.description} Default: {field.default!r}.{_describe_range(field)}"
         kw: dict = dict(dest=name, default=argparse.SUPPRESS, help=help_)
         if ann is bool:
@@ -61,9 +63,6 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], s
             kw["choices"] = list(typing.get_args(ann))
         elif ann in (int, float):
             kw["type"] = ann
-        elif typing.get_origin(ann) in (typing.Union, types.UnionType):
-            inner = [a for a in typing.get_args(ann) if a is not type(None)]
-            kw["type"] = inner[0] if inner and inner[0] in (int, float) else str
         if "choices" not in kw:
             kw["metavar"] = name.upper()
         group.add_argument(_option(name), **kw)
@@ -149,17 +148,38 @@ def _run(flow, config):
         return flow(config)
 
 
+def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
+    """Before any work: options that do not go with --data, and the whole table checked (the flow reuses it)."""
+    if not config.data:
+        return
+    from tasks.data import DataError, load_data
+
+    given = [_option(f) for f in GENERATED_FIELDS if f in vars(args)]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} the generated set; "
+                         "leave it out with --data")
+    try:
+        load_data(config.data, config.target, config.features, config.drop, config.n_samples, config.n_features,
+                  config.n_informative, config.seed, config.test_size, config.val_size)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = build_config(TrainConfig, args)
+    _check_data(config, args)
     _prepare_store()
     from flows.train import training_pipeline
 
     _settle_heap()
 
-    result = _run(training_pipeline, config)
-    print("\nTest metrics:")
+    try:
+        result = _run(training_pipeline, config)
+    except _input_errors() as exc:
+        raise UsageError(str(exc)) from None
+    print(f"\nTest metrics ({len(result.classes)} classes: {', '.join(map(str, result.classes))}):")
     for k, v in result.metrics.items():
-        print(f"  {k:<16} {v:.4f}")
+        print(f"  {k:<22} {v:.4f}")
     print(f"MLflow run:   {result.run_id} (experiment {config.experiment!r})")
     if result.model_version:
         print(f"Registered:   models:/{config.model_name}/{result.model_version}")
@@ -171,12 +191,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     base = build_config(TrainConfig, args)
     values = {k: v for k, v in vars(args).items() if k in SweepConfig.model_fields and k != "base"}
     config = build_config(SweepConfig, argparse.Namespace(base=base, **values))
+    _check_data(base, args)
     _prepare_store()
     from flows.sweep import metric_value, sweep_pipeline
 
     _settle_heap()
 
-    result = _run(sweep_pipeline, config)
+    try:
+        result = _run(sweep_pipeline, config)
+    except _input_errors() as exc:
+        raise UsageError(str(exc)) from None
     print(f"\nTrials ranked by {result.metric} (validation, last epoch):")
     for t in result.ranked():
         print(f"  {t.label:<36} {result.metric} {metric_value(t.result, result.metric):.4f}"
@@ -195,11 +219,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _input_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad arguments or input (exit 2), not a failed run."""
+    from tasks.data import DataError
     from tasks.inputs import InputFolderError
     from tasks.models import ModelSourceError
     from tasks.results import OutputBusyError
+    from trackflow.devices import DeviceError
 
-    return InputFolderError, ModelSourceError, OutputBusyError
+    return InputFolderError, ModelSourceError, OutputBusyError, DataError, DeviceError
 
 
 def cmd_infer(args: argparse.Namespace) -> int:

@@ -62,6 +62,7 @@ def configure() -> str:
     # MLflow prints the run's URL, credentials included, whenever a run ends; trackflow
     # prints its own link, without them (run_url).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars per file, in logs: noise
     uri = tracking_uri()
     if db := sqlite_path(uri):
         ensure_sqlite_store(db)

@@ -1,0 +1,25 @@
+"""The served model, for MLflow's models-from-code: MLflow runs this file to build it.
+
+The model's files (weights, preprocessor, class names) are its artifacts; see trackflow/classifier.py.
+"""
+
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.models import set_model
+
+from trackflow.classifier import FittedClassifier
+
+
+class TabularClassifier(mlflow.pyfunc.PythonModel):
+    """The pyfunc face of a FittedClassifier: a DataFrame of named columns in, labels and probabilities out."""
+
+    def load_context(self, context) -> None:
+        self.fitted = FittedClassifier.load(context.artifacts)
+
+    # model_input is a DataFrame; it carries no type hint because MLflow would validate by the
+    # hint (which it reads as Any) instead of by the signature logged with the model.
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        return self.fitted.predict(model_input)
+
+
+set_model(TabularClassifier())
