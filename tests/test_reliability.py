@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import cli_env
 from tests.helpers import processes as P
-from tests.helpers.store import all_runs
+from tests.helpers.store import all_runs, wait_for_running_run
 
 
 @pytest.fixture(scope="session")
@@ -123,8 +123,7 @@ def test_an_interrupt_ends_the_command_within_seconds_with_its_run_killed(tmp_pa
     """SIGINT to the whole process group (a terminal's Ctrl-C), or SIGTERM (a supervisor), during training."""
     log = tmp_path / "cmd.log"
     proc = P.start(LONG_TRAIN, own_server_env, log)
-    P.wait_for(log, "Task run 'split_table", proc)
-    time.sleep(1)
+    wait_for_running_run(mlflow_store, proc)
     rc, took, left = P.interrupt(proc, sig, group=(sig == signal.SIGINT))
     text = log.read_text()
     assert rc == code, text[-3000:]
@@ -138,7 +137,7 @@ def test_an_interrupt_ends_the_command_within_seconds_with_its_run_killed(tmp_pa
 def test_kill_9_takes_its_server_along_and_the_next_command_reaps_the_run(tmp_path, own_server_env, mlflow_store):
     log = tmp_path / "cmd.log"
     proc = P.start(LONG_TRAIN, own_server_env, log)
-    P.wait_for(log, "Task run 'split_table", proc)
+    wait_for_running_run(mlflow_store, proc)
     rc, _, left = P.interrupt(proc, signal.SIGKILL, group=False)  # the process alone, as the OOM killer does
     assert rc == -9
     assert left == [], f"outlived the command: {[p.cmdline() for p in left]}"
@@ -155,7 +154,7 @@ def test_kill_9_takes_its_server_along_and_the_next_command_reaps_the_run(tmp_pa
 def test_the_next_command_reaps_runs_of_a_killed_one(tmp_path, mlflow_store):
     log = tmp_path / "cmd.log"
     proc = P.start(LONG_TRAIN, cli_env(), log)
-    P.wait_for(log, "Task run 'split_table", proc)
+    wait_for_running_run(mlflow_store, proc)
     P.interrupt(proc, signal.SIGKILL, group=False)
     p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env())
     assert p.returncode == 0, p.stderr

@@ -17,3 +17,18 @@ def statuses(uri: str) -> dict[str, int]:
     for r in all_runs(uri):
         out[r.info.status] = out.get(r.info.status, 0) + 1
     return out
+
+
+def wait_for_running_run(uri: str, proc, timeout: float = 180) -> object:
+    """Block until the command `proc` has a RUNNING run in the store (its log lines are no clock for that)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = [r for r in all_runs(uri) if r.info.status == "RUNNING"]
+        if running:
+            return running[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"the command exited {proc.returncode} before it opened a run")
+        time.sleep(0.2)
+    raise AssertionError(f"no RUNNING run in {uri} within {timeout} s")
