@@ -4,12 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-MLFLOW_PORT ?= 5000
+MLFLOW_PORT ?=
 PREFECT_PORT ?= 4200
+# Telemetry off for the commands below that are not trackflow's own (trackflow/telemetry.py).
+QUIET = env $$($(BIN)/python -m trackflow.telemetry)
 
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export MLFLOW_DISABLE_TELEMETRY ?= true
-export DO_NOT_TRACK ?= 1
 export PYTHONUNBUFFERED ?= 1
 
 .DEFAULT_GOAL := help
@@ -44,24 +43,24 @@ run: $(STAMP) ## Run the training pipeline on the defaults (MLflow store: mlruns
 test: system-deps $(STAMP) ## Install what the tests need (Debian packages too), then run the whole suite
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP) ## Run the tests not marked slow
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: $(STAMP) ## Run the unit layer (no servers; well under a minute)
+	$(BIN)/python -m pytest tests/unit
 
-ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:$(MLFLOW_PORT) (trackflow ui)
-	$(BIN)/trackflow ui --port $(MLFLOW_PORT)
+ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:5000, or MLFLOW_PORT (trackflow ui)
+	$(BIN)/trackflow ui $(if $(MLFLOW_PORT),--port $(MLFLOW_PORT))
 
 server: $(STAMP) ## Prefect server (API + UI) on http://127.0.0.1:$(PREFECT_PORT); its database is in ~/.prefect
-	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	$(QUIET) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 # These talk to a running server: PREFECT_API_URL from the environment, else `make server`'s.
 deploy worker serve: export PREFECT_API_URL ?= $(PREFECT_API)
 
 deploy: $(STAMP) ## Create the process work pool and register prefect.yaml's deployments on the server
-	$(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || $(BIN)/prefect work-pool create $(POOL) --type process
-	TRACKFLOW_HOME=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
+	$(QUIET) $(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || $(QUIET) $(BIN)/prefect work-pool create $(POOL) --type process
+	$(QUIET) TRACKFLOW_HOME=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
 
 worker: $(STAMP) ## A process worker for the pool (flow runs start in the clone `make deploy` ran in)
-	$(BIN)/prefect worker start --pool $(POOL) --type process
+	$(QUIET) $(BIN)/prefect worker start --pool $(POOL) --type process
 
 serve: $(STAMP) ## Serve prefect.yaml's deployments and schedules in one process (no worker needed)
 	$(BIN)/trackflow serve

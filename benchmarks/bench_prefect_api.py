@@ -1,7 +1,7 @@
 """What a command's own Prefect API costs, before and after trackflow starts it itself.
 
 1. Start-to-healthy of the temporary server on a migrated PREFECT_HOME: Prefect's own
-   `SubprocessASGIServer` (what commands used before) against `trackflow.prefect_api.start_server`
+   `SubprocessASGIServer` (what commands used before) against `cli.prefect_api.start_server`
    (own session, kernel-chosen port checked to be its own, dies with the command), alternating.
 2. Whole `trackflow train` (1k samples) with its own temporary server, against the same with a
    running `prefect server start` (PREFECT_API_URL), and three commands started together.
@@ -20,7 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BIN, prefect_server  # noqa: E402
+
+from trackflow import telemetry  # noqa: E402
 
 
 def prefects_own(home: Path) -> float:
@@ -38,7 +41,7 @@ def trackflows(home: Path) -> float:
     code = (
         "import time, sys; t=time.perf_counter()\n"
         "from pathlib import Path\n"
-        "from trackflow.prefect_api import start_server, stop\n"
+        "from cli.prefect_api import start_server, stop\n"
         "p, url = start_server(Path(sys.argv[1])); print(time.perf_counter()-t); stop(p)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(home)], env=os.environ | {"PREFECT_HOME": str(home)},
@@ -59,7 +62,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     reps = ap.parse_args().reps
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
-    base |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    telemetry.quiet(base)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         home = tmp / "home"
@@ -72,28 +75,14 @@ def main() -> None:
         a, b = statistics.median(own), statistics.median(ours)
         print(f"Temporary Prefect server, start to healthy (median of {reps}, migrated PREFECT_HOME):")
         print(f"  Prefect's SubprocessASGIServer (before)   {a:6.2f} s   1.00x")
-        print(f"  trackflow.prefect_api.start_server        {b:6.2f} s   {b / a:.2f}x")
+        print(f"  cli.prefect_api.start_server        {b:6.2f} s   {b / a:.2f}x")
 
         env = base | {"PREFECT_HOME": str(home)}
         train(env, tmp)  # the store, first imports
         alone = statistics.median(train(env, tmp) for _ in range(reps))
         together = train(env, tmp, n=3)
-        server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", "4299"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            import httpx
-
-            for _ in range(600):
-                try:
-                    if httpx.get("http://127.0.0.1:4299/api/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            running = statistics.median(train(env | {"PREFECT_API_URL": "http://127.0.0.1:4299/api"}, tmp)
-                                        for _ in range(reps))
-        finally:
-            server.terminate()
-            server.wait()
+        with prefect_server(tmp / "server-home") as url:
+            running = statistics.median(train(env | {"PREFECT_API_URL": url}, tmp) for _ in range(reps))
         print(f"\n`trackflow train` (1k samples) whole command, median of {reps}:")
         print(f"  with a running Prefect server              {running:6.2f} s   1.00x")
         print(f"  with its own temporary server              {alone:6.2f} s   {alone / running:.2f}x")

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,13 +29,12 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the baseline script beside this one
+from _common import BIN, prefect_server, timed  # noqa: E402
 from tutorial_baseline import accuracy_tutorial, train_tutorial  # noqa: E402
 
 from tasks.data import generate_table, split_table  # noqa: E402
 from tasks.training import train_network  # noqa: E402
 from trackflow.config import TrainConfig  # noqa: E402
-
-BIN = Path(sys.executable).parent
 
 
 def _arrays(n_samples: int, seed: int):
@@ -96,51 +93,15 @@ def throughput(n_samples: int, epochs: int, batch_size: int, rounds: int) -> lis
     return [(name, n / float(np.median(times[name])), acc[name]) for name in loops]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def timed(cmd: list[str], env: dict, cwd: str) -> float:
-    t = time.perf_counter()
-    p = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    dt = time.perf_counter() - t
-    if p.returncode != 0:
-        raise SystemExit(f"{cmd} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
-    return dt
-
-
-def start_prefect_server(home: str) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    port = free_port()
-    env = os.environ | {"PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    for _ in range(240):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("the Prefect server did not start in 120 s")
-
-
 def overhead(repeats: int, n_samples: int) -> list[tuple[str, float]]:
     work = tempfile.mkdtemp(prefix="bench-train-")
     base_env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlruns/mlflow.db",
-                             "PREFECT_HOME": f"{work}/prefect", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                             "MLFLOW_DISABLE_TELEMETRY": "true"}
+                             "PREFECT_HOME": f"{work}/prefect"}
     base_env.pop("PREFECT_API_URL", None)
     bare = [sys.executable, str(HERE / "tutorial_baseline.py"), str(n_samples)]
     train = [str(BIN / "trackflow"), "train", "--n-samples", str(n_samples)]
     timed(train, base_env, work)  # migrates the MLflow database once, outside the timings
-    server, url = start_prefect_server(f"{work}/prefect")
-    try:
+    with prefect_server(f"{work}/prefect") as url:
         served = base_env | {"PREFECT_API_URL": url}
         timed(train, served, work)  # warm-up: registers the flow on the server
         results = {"bare tutorial script": [], "trackflow train, running Prefect server": [],
@@ -149,10 +110,7 @@ def overhead(repeats: int, n_samples: int) -> list[tuple[str, float]]:
             results["bare tutorial script"].append(timed(bare, base_env, work))
             results["trackflow train, running Prefect server"].append(timed(train, served, work))
             results["trackflow train, temporary Prefect server"].append(timed(train, base_env, work))
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     return [(k, float(np.median(v))) for k, v in results.items()]
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trackflow.classifier import as_text
+from tasks.training import TrialData, TrialOutcome
+from trackflow.classifier import FittedClassifier, as_text
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 GENERATED_TARGET = "target"
@@ -49,6 +50,16 @@ class Table:
     @property
     def categorical(self) -> list[str]:
         return [c for c in self.X.columns if c not in set(self.numeric)]
+
+
+@dataclass
+class Encoded:
+    """Splits run through the preprocessing fitted on the training split, and what that needs to serve."""
+
+    preprocessor: object
+    classes: list
+    columns: list[str]
+    data: TrialData
 
 
 @dataclass(frozen=True)
@@ -268,3 +279,34 @@ def profile_table(table: Table) -> dict:
         "class_counts": {str(k): int(v) for k, v in table.y.value_counts().sort_index().items()},
         "missing_values": {str(c): int(n) for c, n in table.X.isna().sum().items()},
     }
+
+
+def encode_splits(splits: Splits) -> Encoded:
+    """Fit the preprocessing on the training split and encode all three splits and their labels.
+
+    Preprocessing does not depend on the network's knobs, so a sweep encodes once and every
+    trial trains on the very same arrays.
+    """
+    from sklearn.preprocessing import LabelEncoder
+
+    X_train = splits.X_train
+    numeric = [c for c in X_train.columns if pd.api.types.is_numeric_dtype(X_train[c])
+               and not pd.api.types.is_bool_dtype(X_train[c])]
+    categorical = [c for c in X_train.columns if c not in set(numeric)]
+    pre = build_preprocessor(numeric, categorical).fit(X_train)
+    labels = LabelEncoder().fit(pd.concat([splits.y_train, splits.y_val, splits.y_test]))
+    data = TrialData(pre.transform(X_train).astype(np.float32), labels.transform(splits.y_train),
+                     pre.transform(splits.X_val).astype(np.float32), labels.transform(splits.y_val),
+                     pre.transform(splits.X_test).astype(np.float32), labels.transform(splits.y_test),
+                     len(labels.classes_))
+    return Encoded(pre, [_plain(c) for c in labels.classes_], list(X_train.columns), data)
+
+
+def classifier_from(encoded: Encoded, outcome: TrialOutcome) -> FittedClassifier:
+    """The served model of a training: the shared preprocessing and that training's network."""
+    return FittedClassifier(encoded.preprocessor, outcome.network, encoded.classes, encoded.columns)
+
+
+def _plain(value):
+    """numpy scalars as Python values (class names go to JSON)."""
+    return value.item() if hasattr(value, "item") else value

@@ -41,14 +41,18 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, prefix: str = 
     return {f"{prefix}{k}": float(v) for k, v in m.items()}
 
 
-def evaluate_classifier(classifier: FittedClassifier, X: pd.DataFrame, y: pd.Series) -> Evaluation:
-    """Metrics and confusion matrix of `classifier` on a held-out split (every class present, as the split ensures)."""
+def evaluate(proba: np.ndarray, y_true: np.ndarray, classes: list) -> Evaluation:
+    """Metrics and confusion matrix from a held-out split's class probabilities and true class indices."""
     from sklearn.metrics import confusion_matrix
 
-    if len(y) == 0:
+    if len(y_true) == 0:
         raise ValueError("test split is empty; add rows or raise --test-size")
+    confusion = confusion_matrix(y_true, proba.argmax(1), labels=list(range(len(classes))))
+    return Evaluation(classification_metrics(y_true, proba), list(classes), np.asarray(y_true), proba, confusion)
+
+
+def evaluate_classifier(classifier: FittedClassifier, X: pd.DataFrame, y: pd.Series) -> Evaluation:
+    """As `evaluate`, for a fitted classifier and raw rows with their labels."""
     index = {c: i for i, c in enumerate(classifier.classes)}
     y_true = np.array([index[c] for c in y.map(lambda v: v.item() if hasattr(v, "item") else v)])
-    proba = classifier.predict_proba(X)
-    confusion = confusion_matrix(y_true, proba.argmax(1), labels=list(range(len(classifier.classes))))
-    return Evaluation(classification_metrics(y_true, proba), classifier.classes, y_true, proba, confusion)
+    return evaluate(classifier.predict_proba(X), y_true, classifier.classes)

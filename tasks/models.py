@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from trackflow.devices import resolve_device
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -129,17 +126,6 @@ def _pretrained_kw(source: ModelSource) -> dict:
     return dict(local_files_only=source.local_only, trust_remote_code=False)
 
 
-def _not_retryable(task, task_run, state) -> bool:
-    """Retry loading only on transient I/O errors, never on a bad --model."""
-    try:
-        state.result()
-    except ModelSourceError:
-        return False
-    except Exception:
-        return True
-    return False
-
-
 @dataclass
 class TextModel:
     source: ModelSource
@@ -195,11 +181,7 @@ def _load_pretrained(model: str, device: str, what: str, preprocessor_cls, model
     return source, dev, pre, net.to(dev).eval()
 
 
-_LOAD = dict(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_not_retryable, cache_policy=NO_CACHE)
-
-
-@task(**_LOAD)
-def load_text_model(model: str, device: str = "auto") -> TextModel:
+def load_text_model(model: str, device: str) -> TextModel:
     """Tokenizer + causal LM (e.g. GPT-2), set up for batched generation with left padding."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -215,8 +197,7 @@ def load_text_model(model: str, device: str = "auto") -> TextModel:
     return TextModel(source, tokenizer, lm, dev)
 
 
-@task(**_LOAD)
-def load_speech_model(model: str, device: str = "auto") -> SpeechModel:
+def load_speech_model(model: str, device: str) -> SpeechModel:
     """Processor + CTC model (e.g. Wav2Vec2ForCTC)."""
     from transformers import AutoModelForCTC, AutoProcessor
 

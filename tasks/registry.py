@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from tasks.tracking import client
 
 
@@ -26,7 +23,6 @@ def is_better(value: float, than: float, direction: str) -> bool:
     return value > than if direction == "max" else value < than
 
 
-@task(retries=2, retry_delay_seconds=[1, 4], cache_policy=NO_CACHE)
 def promote_if_better(name: str, version: str, metric: str, value: float, direction: str, alias: str) -> Promotion:
     """Point `alias` of registered model `name` at `version` if its `metric` beats the current holder's.
 

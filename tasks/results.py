@@ -34,8 +34,13 @@ def fingerprint(settings: Mapping[str, object]) -> str:
     return hashlib.sha256(json.dumps(dict(settings), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def item_key(input: str, line: int | None) -> str:
+    """How an input is named in a job: its file, and for a .jsonl prompt its line (`file.jsonl:3`)."""
+    return input if line is None else f"{input}:{line}"
+
+
 def record_key(record: Mapping[str, object]) -> str:
-    return str(record["input"]) if record.get("line") is None else f"{record['input']}:{record['line']}"
+    return item_key(str(record["input"]), record.get("line"))
 
 
 class ResultsLog:

@@ -1,8 +1,8 @@
-"""Tracking steps: everything written to MLflow goes through here.
+"""Tracking: everything written to MLflow goes through here.
 
 Every call names its run id explicitly (MlflowClient), never MLflow's thread-local
 "active run", so the steps work from worker threads and processes alike. These are
-I/O, so they carry retries; the compute tasks do not.
+I/O: flows/steps.py wraps them as Prefect tasks with retries.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from trackflow import runs, store
-
-_IO = dict(retries=2, retry_delay_seconds=[1, 4], cache_policy=NO_CACHE)
 
 
 def client():
@@ -29,7 +25,6 @@ def client():
     return MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI", uri))
 
 
-@task(**_IO)
 def ensure_experiment(name: str) -> str:
     """The id of experiment `name`, created (with the store's artifact folder) if missing."""
     from mlflow.exceptions import MlflowException
@@ -49,7 +44,6 @@ def ensure_experiment(name: str) -> str:
         return exp.experiment_id
 
 
-@task(**_IO)
 def start_run(
     experiment_id: str,
     run_name: str | None = None,
@@ -70,7 +64,6 @@ def start_run(
     return run_id
 
 
-@task(**_IO)
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     """Mark the run FINISHED, FAILED or KILLED."""
     runs.heartbeat.unwatch(run_id)
@@ -86,14 +79,12 @@ def end_unfinished(run_ids: list[str], status: str) -> None:
             c.set_terminated(run_id, status)
 
 
-@task(**_IO)
 def log_params(run_id: str, params: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
 
     client().log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
 
-@task(**_IO)
 def log_metrics(run_id: str, metrics: Mapping[str, float] = {}, history: Mapping[str, list[float]] = {}) -> None:
     """Final `metrics` at step 0 and per-epoch `history` (step = epoch, from 1) in one batch call."""
     from mlflow.entities import Metric
@@ -106,14 +97,12 @@ def log_metrics(run_id: str, metrics: Mapping[str, float] = {}, history: Mapping
         c.log_batch(run_id, metrics=rows[i : i + 1000])
 
 
-@task(**_IO)
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
     from mlflow.entities import RunTag
 
     client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-@task(**_IO)
 def log_figures(run_id: str, figures: Mapping[str, Any]) -> None:
     """Save each matplotlib figure as `plots/<name>.png` in the run."""
     c = client()
@@ -121,7 +110,6 @@ def log_figures(run_id: str, figures: Mapping[str, Any]) -> None:
         c.log_figure(run_id, fig, f"plots/{name}.png")
 
 
-@task(**_IO)
 def log_dataset(run_id: str, table, context: str = "training") -> None:
     """Record the table as an input of the run: its source, digest and schema (features and target)."""
     import mlflow.data
@@ -148,12 +136,10 @@ def log_dataset(run_id: str, table, context: str = "training") -> None:
         c.log_inputs(run_id, datasets=inputs)
 
 
-@task(**_IO)
 def log_json(run_id: str, obj: Mapping[str, Any], artifact_file: str) -> None:
     client().log_dict(run_id, dict(obj), artifact_file)
 
 
-@task(**_IO)
 def log_artifact_files(run_id: str, paths: list[str], artifact_path: str | None = None) -> None:
     c = client()
     for p in paths:
@@ -183,7 +169,6 @@ def model_signature(classifier, example):
     return inferred.__class__(inputs, inferred.outputs)
 
 
-@task(**_IO)
 def log_classifier(run_id: str, classifier, input_example) -> str:
     """Log preprocessing + network as one MLflow pyfunc model (from code, no pickles); return its URI."""
     import tempfile
@@ -199,6 +184,8 @@ def log_classifier(run_id: str, classifier, input_example) -> str:
                                    params=run.data.params, model_type="classifier")
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")  # the label
+        # predict() has no type hints on purpose (trackflow/served_model.py); the signature is given below.
+        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
         info = Model.log(
             artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
             python_model=str(SERVED_MODEL), artifacts=classifier.save(Path(tmp)),
@@ -209,7 +196,6 @@ def log_classifier(run_id: str, classifier, input_example) -> str:
     return info.model_uri
 
 
-@task(**_IO)
 def register_model(model_uri: str, name: str, run_id: str, tags: Mapping[str, str] | None = None) -> str:
     """Register `model_uri` as a new version of `name`; return the version."""
     import mlflow

@@ -96,16 +96,18 @@ class SweepConfig(_Config):
     metric: Literal["val_accuracy", "val_loss"] = Field(
         "val_accuracy", description="Validation metric (last epoch) that ranks trials and decides promotion."
     )
-    max_concurrency: int | None = Field(
-        None, ge=1, le=1024, description="Trials running at once; default: the machine's cores (local threads)."
+    runner: Literal["auto", "sequential", "processes", "dask"] = Field(
+        "auto",
+        description="Where trials run: auto = one after another, or a pool of worker processes when the trials "
+        "are long enough to pay for starting them; sequential; processes; dask (--dask-address, or a local "
+        "cluster of --workers processes).",
+    )
+    workers: int | None = Field(
+        None, ge=1, le=256, description="Worker processes for the processes and dask runners; default: the cores."
     )
     dask_address: str | None = Field(
         None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to run the trials on."
     )
-    workers: int | None = Field(
-        None, ge=1, le=256, description="Start a local Dask cluster with this many worker processes for the trials."
-    )
-    retries: int = Field(1, ge=0, le=10, description="Prefect retries for a failed trial before it is recorded failed.")
     promote_alias: str = Field("champion", min_length=1, description="Registry alias given to the best model.")
 
     @model_validator(mode="after")
@@ -118,16 +120,15 @@ class SweepConfig(_Config):
             raise ValueError(f"dropouts must all be in [0, 1); got {bad}")
         if self.dask_address and self.workers:
             raise ValueError("give either dask_address (an existing cluster) or workers (a local one), not both")
+        if self.dask_address and self.runner not in ("auto", "dask"):
+            raise ValueError(f"dask_address runs the trials on Dask; it does not go with runner {self.runner!r}")
+        if self.workers and self.runner == "sequential":
+            raise ValueError("workers sizes a pool of processes; it does not go with runner 'sequential'")
         if self.dask_address and not self.dask_address.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")):
             raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
         if len(self.lrs) * len(self.optimizers) * len(self.dropouts) > 10_000:
             raise ValueError("the grid has more than 10,000 trials; narrow --lrs/--optimizers/--dropouts")
         return self
-
-    @property
-    def uses_dask(self) -> bool:
-        """Trials run on a Dask cluster (an existing one, or local worker processes)."""
-        return bool(self.dask_address or self.workers)
 
     def trials(self) -> list[TrainConfig]:
         """The grid: one TrainConfig per (optimizer, dropout, lr), in that nesting order, without duplicates."""
@@ -142,10 +143,12 @@ class SweepConfig(_Config):
 
 
 class InferConfig(_Config):
-    """Parameters shared by the batch-inference flows (`trackflow infer text|audio`)."""
+    """Parameters shared by the batch-inference flows (`trackflow infer text|audio`).
+
+    Each kind adds its `model` and its `glob` (which files are inputs), with its own default.
+    """
 
     in_dir: str = Field(..., min_length=1, description="Folder of input files (searched with --glob).")
-    glob: str = Field("**/*", min_length=1, description="Which files under in_dir are inputs.")
     out_dir: str = Field(
         ..., min_length=1, description="Folder for results.jsonl and results.csv; reusing it resumes the job."
     )

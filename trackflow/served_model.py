@@ -4,7 +4,6 @@ The model's files (weights, preprocessor, class names) are its artifacts; see tr
 """
 
 import mlflow.pyfunc
-import pandas as pd
 from mlflow.models import set_model
 
 from trackflow.classifier import FittedClassifier
@@ -16,9 +15,9 @@ class TabularClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.fitted = FittedClassifier.load(context.artifacts)
 
-    # model_input is a DataFrame; it carries no type hint because MLflow would validate by the
-    # hint (which it reads as Any) instead of by the signature logged with the model.
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    # model_input and the result are DataFrames; they carry no type hints because MLflow
+    # would validate by the hints (which it reads as Any) instead of by the logged signature.
+    def predict(self, context, model_input, params=None):
         return self.fitted.predict(model_input)
 
 

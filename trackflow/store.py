@@ -18,7 +18,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 DEFAULT_DIR = "mlruns"
 DB_NAME = "mlflow.db"
-MLFLOW_UI = "http://127.0.0.1:5000"  # `trackflow ui` / `make ui`
+MLFLOW_UI_PORT = 5000  # `trackflow ui` / `make ui`
+MLFLOW_UI = f"http://127.0.0.1:{MLFLOW_UI_PORT}"
 _SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key", "signature", "sig", "credential")
 
 _verified: set[Path] = set()  # SQLite stores checked by this process
@@ -55,10 +56,25 @@ def artifact_location(uri: str) -> str | None:
     return (db.parent / "artifacts").resolve().as_uri() if db else None
 
 
+# MLflow's own chatter when trackflow logs a model or a dataset: nudges towards type hints
+# (trackflow logs an explicit signature instead), a hint about an integer `label` output or
+# target, and a note about its import-time agent types. Filtered process-wide: MLflow warns
+# from threads and nested warning contexts that a local filter does not reach.
+_MLFLOW_NOISE = (
+    r".*Add type hints to the `predict` method",
+    r"Hint: Inferred schema contains integer column",
+    r".*Any type hint is inferred as AnyType",
+)
+
+
 def configure() -> str:
     """Point MLflow at the project's store (creating a SQLite one if missing) and return the URI."""
+    import warnings
+
     import mlflow
 
+    for message in _MLFLOW_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
     # MLflow prints the run's URL, credentials included, whenever a run ends; trackflow
     # prints its own link, without them (run_url).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

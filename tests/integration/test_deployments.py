@@ -13,9 +13,12 @@ import pytest
 import yaml
 
 from flows.deployments import PREFECT_YAML, read_deployments
-from tests.conftest import REPO, TRACKFLOW, cli_env, write_audio
-from tests.servers import BIN, prefect_server, spawn, stop
+from tests.helpers.audio import write_audio
+from tests.helpers.cli import REPO, TRACKFLOW, cli_env
+from tests.helpers.servers import BIN, prefect_server, spawn, stop
 from trackflow.config import AudioInferConfig, SweepConfig, TextInferConfig, TrainConfig
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 EXPECTED = {
     "nightly-training": ("train-classifier", "0 2 * * *", TrainConfig),
@@ -111,7 +114,7 @@ def test_deploy_then_a_worker_runs_every_deployment(tmp_path, tiny_models, clien
     with prefect_server(tmp_path / "prefect") as url:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
             "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "prefect"), "MLFLOW_TRACKING_URI": mlflow_store,
-            "TRACKFLOW_HOME": str(REPO), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "TRACKFLOW_HOME": str(REPO),
         }
 
         def prefect(*args, timeout=180):

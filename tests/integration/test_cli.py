@@ -2,11 +2,9 @@
 
 import pytest
 
-from tests.conftest import TRACKFLOW, run_cli
+from tests.helpers.cli import run_cli
 
-
-def test_console_script_is_installed():
-    assert TRACKFLOW, "the trackflow console script is not installed in this environment"
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def test_train_end_to_end(client):
@@ -55,32 +53,6 @@ def test_sweep_end_to_end(client):
     assert parent.data.params["metric"] == "val_loss" and parent.data.params["base_epochs"] == "2"
     assert parent.info.run_id in p.stdout and "Trials ranked by val_loss" in p.stdout
     assert "models:/classifier/1" in p.stdout
-
-
-@pytest.fixture
-def restore_gc():
-    import gc
-
-    threshold = gc.get_threshold()
-    yield gc
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
-    gc.enable()
-
-
-def test_main_hands_back_an_enabled_collector_after_any_outcome(restore_gc, capsys):
-    """main() turns the cyclic GC off through the imports; no exit path may leave it off."""
-    from trackflow.cli import _settle_heap, main
-
-    assert main(["train", "--lr", "-1"]) == 2  # a usage error, before any flow is imported
-    assert "--lr" in capsys.readouterr().err
-    assert restore_gc.isenabled() and restore_gc.get_freeze_count() > 0
-
-    restore_gc.unfreeze()
-    restore_gc.disable()
-    _settle_heap()
-    assert restore_gc.isenabled() and restore_gc.get_freeze_count() > 0
-    assert restore_gc.get_threshold()[0] == 50_000
 
 
 def test_train_on_a_real_table_end_to_end(client, tmp_path):

@@ -18,9 +18,11 @@ import time
 
 import pytest
 
-from tests.conftest import cli_env
+from tests.helpers.cli import cli_env
 from tests.helpers import processes as P
 from tests.helpers.store import statuses
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 SEED = int(os.environ.get("TRACKFLOW_FAULT_SEED", "20261126"))
 KILLS = 2

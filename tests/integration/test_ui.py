@@ -7,13 +7,16 @@ there (the README's pictures are made that way).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TRACKFLOW, run_cli
-from tests.servers import free_port, prefect_server, spawn, stop, wait_http
+from tests.helpers.cli import TRACKFLOW, run_cli
+from tests.helpers.servers import free_port, prefect_server, spawn, stop, wait_http
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -104,11 +107,14 @@ def test_prefect_ui_shows_the_flow_run_and_its_markdown_artifact(tmp_path, brows
         [run] = httpx.post(f"{api}/flow_runs/filter", json={}).json()
         assert run["state"]["type"] == "COMPLETED"
         ui = api.removesuffix("/api")
-        browser.get(f"{ui}/runs/flow-run/{run['id']}")
-        wait_for_text(browser, [run["name"], "Completed"])
-        screenshot(browser, tmp_path, "prefect-flow-run")
         [artifact] = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["training-summary"]}}}).json()
         assert artifact["flow_run_id"] == run["id"]
+        # The link trackflow writes into the artifact is the one a user clicks: it must open this flow run.
+        link = re.search(r"- Prefect flow run: \[(\S+?)\]", artifact["data"]).group(1)
+        assert link == f"{ui}/runs/flow-run/{run['id']}"
+        browser.get(link)
+        wait_for_text(browser, [run["name"], "Completed", "train-classifier"])
+        screenshot(browser, tmp_path, "prefect-flow-run")
         browser.get(f"{ui}/artifacts/artifact/{artifact['id']}")
         wait_for_text(browser, ["Test metrics", "test_accuracy", "MLflow run"])
         screenshot(browser, tmp_path, "prefect-artifact")

@@ -121,6 +121,6 @@ def test_prefects_and_trackflows_termination_count_as_interrupts():
 
     from prefect.exceptions import TerminationSignal
 
-    from trackflow.signals import Terminated
+    from cli.signals import Terminated
 
     assert runs.is_interrupt(TerminationSignal(signal.SIGTERM)) and runs.is_interrupt(Terminated())

@@ -6,8 +6,10 @@ import subprocess
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.servers import mlflow_server, pg_bin, postgres
+from tests.helpers.cli import run_cli
+from tests.helpers.servers import mlflow_server, pg_bin, postgres
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 @pytest.mark.slow

@@ -4,13 +4,6 @@ from pydantic import ValidationError
 from trackflow.config import TrainConfig
 
 
-def test_defaults_match_the_tutorial():
-    c = TrainConfig()
-    assert (c.n_samples, c.n_features, c.epochs, c.lr, c.batch_size, c.dropout, c.optimizer) == (
-        1000, 10, 10, 0.001, 32, 0.2, "adam"
-    )
-
-
 @pytest.mark.parametrize(
     "bad, field",
     [

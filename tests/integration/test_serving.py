@@ -13,8 +13,10 @@ import pytest
 
 from flows.train import training_pipeline
 from tests.helpers.tables import wine_frame, write
-from tests.servers import scoring_server
+from tests.helpers.servers import scoring_server
 from trackflow.config import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def records(frame: pd.DataFrame) -> list[dict]:

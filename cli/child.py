@@ -1,4 +1,4 @@
-"""Run a command that dies with the process that started it: `python -m trackflow.child PARENT_PID CMD...`.
+"""Run a command that dies with the process that started it: `python -m cli.child PARENT_PID CMD...`.
 
 A helper server started by a command (its temporary Prefect API) must not outlive the
 command, even one killed with `kill -9`, which runs no cleanup. On Linux the kernel can

@@ -64,7 +64,6 @@ def prefect_server(home: Path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
         "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
         "PREFECT_UI_ENABLED": "true",
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",  # the UI calls the API at this address
@@ -126,7 +125,7 @@ def postgres(data: Path):
 def mlflow_server(backend_uri: str, artifacts: Path, log: Path):
     """`mlflow server` on loopback, serving artifacts itself; yields its URL."""
     port = free_port()
-    env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = spawn([BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port, "--backend-store-uri", backend_uri,
                   "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(), "--workers", "1"], log, env)
@@ -144,8 +143,7 @@ def scoring_server(model_uri: str, log: Path, env: dict | None = None):
     The server starts `uvicorn` by name, so the environment's bin folder goes first on PATH.
     """
     port = free_port()
-    env = (env or dict(os.environ)) | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-                                       "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = (env or dict(os.environ)) | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = spawn([BIN / "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", "127.0.0.1",
                   "--port", port], log, env)
     try:

@@ -12,15 +12,18 @@ import time
 
 import pytest
 
-from tests.conftest import cli_env
+from tests.helpers.cli import cli_env
 from tests.helpers import processes as P
 from tests.helpers.store import all_runs, wait_for_running_run
+from trackflow import telemetry
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 @pytest.fixture(scope="session")
 def prefect_home_template(tmp_path_factory):
     """A PREFECT_HOME migrated once: a first server start migrates its database (~20 s), later ones take ~8 s."""
-    from trackflow.prefect_api import start_server, stop
+    from cli.prefect_api import start_server, stop
 
     home = tmp_path_factory.mktemp("prefect-home")
     proc, _ = start_server(home)
@@ -34,8 +37,7 @@ def own_server_env(tmp_path, prefect_home_template, mlflow_store) -> dict[str, s
     home = tmp_path / "prefect-home"
     shutil.copytree(prefect_home_template, home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    return env | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                  "MLFLOW_TRACKING_URI": mlflow_store}
+    return telemetry.quiet(env | {"PREFECT_HOME": str(home), "MLFLOW_TRACKING_URI": mlflow_store})
 
 
 def free_port() -> int:
@@ -188,7 +190,7 @@ def test_kill_9_while_the_store_is_created_leaves_it_usable(tmp_path, own_server
 def test_commands_started_together_on_a_fresh_home_all_succeed(tmp_path, mlflow_store):
     """A fresh PREFECT_HOME and a fresh store: first use by three commands at once (migrations, ports)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {"PREFECT_HOME": str(tmp_path / "fresh-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = telemetry.quiet(env | {"PREFECT_HOME": str(tmp_path / "fresh-home")})
     env.pop("MLFLOW_TRACKING_URI")
     procs = []
     for i in range(3):
@@ -274,7 +276,7 @@ def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(tmp_path):
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    from tests.servers import mlflow_server
+    from tests.helpers.servers import mlflow_server
 
     with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "mlflow.log") as url:
         secret_uri = url.replace("http://", "http://alice:s3cr3t@")

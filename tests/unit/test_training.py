@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.data import generate_table, load_table, split_table
-from tasks.evaluation import evaluate_classifier
-from tasks.training import fit_classifier, train_network
+from tasks.data import classifier_from, encode_splits, generate_table, load_table, split_table
+from tasks.evaluation import evaluate, evaluate_classifier
+from tasks.training import train_and_score, train_network
 from tests.helpers.tables import wine_frame, write
 from trackflow.config import TrainConfig
 from trackflow.model import MLPClassifier
@@ -47,12 +47,18 @@ def test_training_runs_autograd_through_the_module(monkeypatch):
         assert not torch.equal(p, q), f"{name} was not trained"
 
 
+def fit(splits, **over):
+    """Encode, train and score, as a training run does."""
+    encoded = encode_splits(splits)
+    return encoded, train_and_score(encoded.data, **knobs(**over))
+
+
 def test_defaults_reach_090_on_the_generated_set():
     c = DEFAULTS
     s = split_table(generate_table(c.n_samples, c.n_features, c.n_informative, c.seed), c.test_size, c.val_size, c.seed)
-    fitted = fit_classifier(s, **knobs())
-    assert evaluate_classifier(fitted.classifier, s.X_test, s.y_test).metrics["test_accuracy"] >= 0.90
-    h = fitted.history
+    encoded, outcome = fit(s)
+    assert evaluate(outcome.proba_test, encoded.data.y_test, encoded.classes).metrics["test_accuracy"] >= 0.90
+    h = outcome.history
     assert len(h["train_loss"]) == len(h["val_loss"]) == len(h["val_accuracy"]) == c.epochs
     assert h["train_loss"][-1] < h["train_loss"][0] and h["val_loss"][-1] < h["val_loss"][0]
 
@@ -60,35 +66,37 @@ def test_defaults_reach_090_on_the_generated_set():
 def test_a_real_multiclass_table_with_categories_and_gaps(tmp_path):
     table = load_table(str(write(wine_frame(), tmp_path / "wine.csv")), "cultivar", None, [])
     s = split_table(table, 0.2, 0.1, 0)
-    fitted = fit_classifier(s, **knobs(epochs=40, hidden_layers=[32]))
-    ev = evaluate_classifier(fitted.classifier, s.X_test, s.y_test)
+    encoded, outcome = fit(s, epochs=40, hidden_layers=[32])
+    classifier = classifier_from(encoded, outcome)
+    ev = evaluate_classifier(classifier, s.X_test, s.y_test)
     assert ev.metrics["test_accuracy"] >= 0.9 and ev.metrics["test_roc_auc_ovr"] >= 0.95
-    assert fitted.classifier.classes == ["barbera", "barolo", "grignolino"]
-    out = fitted.classifier.predict(s.X_test)
+    # the served model's predictions on raw rows are the training's own test probabilities
+    np.testing.assert_allclose(classifier.predict_proba(s.X_test), outcome.proba_test, rtol=1e-5, atol=1e-6)
+    assert classifier.classes == ["barbera", "barolo", "grignolino"]
+    out = classifier.predict(s.X_test)
     assert list(out.columns) == ["label", "proba_barbera", "proba_barolo", "proba_grignolino"]
     np.testing.assert_allclose(out.iloc[:, 1:].sum(axis=1), 1.0, rtol=1e-6)
 
 
 def test_same_seed_same_model_other_seed_differs():
     s = split_table(generate_table(400, 10, 5, 0), 0.2, 0.1, 0)
-    a, b = fit_classifier(s, **knobs(epochs=3, seed=7)), fit_classifier(s, **knobs(epochs=3, seed=7))
-    other = fit_classifier(s, **knobs(epochs=3, seed=8))
+    (_, a), (_, b), (_, other) = fit(s, epochs=3, seed=7), fit(s, epochs=3, seed=7), fit(s, epochs=3, seed=8)
     assert a.history == b.history and a.history != other.history
-    for p, q in zip(a.classifier.network.parameters(), b.classifier.network.parameters()):
+    for p, q in zip(a.network.parameters(), b.network.parameters()):
         assert torch.equal(p, q)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_optimizers_and_weight_decay_train(optimizer):
     s = split_table(generate_table(600, 10, 5, 0), 0.2, 0.1, 0)
-    fitted = fit_classifier(s, **knobs(epochs=5, optimizer=optimizer, weight_decay=0.01, lr=0.01))
-    assert fitted.history["val_accuracy"][-1] > 0.8
+    _, outcome = fit(s, epochs=5, optimizer=optimizer, weight_decay=0.01, lr=0.01)
+    assert outcome.history["val_accuracy"][-1] > 0.8
 
 
 def test_batch_larger_than_the_data():
     s = split_table(generate_table(150, 10, 5, 0), 0.2, 0.1, 0)
-    fitted = fit_classifier(s, **knobs(epochs=2, batch_size=1000))
-    assert np.isfinite(fitted.history["train_loss"]).all()
+    _, outcome = fit(s, epochs=2, batch_size=1000)
+    assert np.isfinite(outcome.history["train_loss"]).all()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
@@ -97,7 +105,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
 
     s = split_table(generate_table(200, 10, 5, 0), 0.2, 0.1, 0)
     with pytest.raises(DeviceError, match="CUDA is not available"):
-        fit_classifier(s, **knobs(device="cuda"))
+        fit(s, device="cuda")
 
 
 def test_dropout_masks_drop_and_rescale_as_nn_dropout():

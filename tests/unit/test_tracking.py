@@ -7,13 +7,13 @@ from tasks.data import generate_table
 
 
 def test_run_lifecycle_params_metrics_and_steps(client):
-    exp = tracking.ensure_experiment.fn("exp-a")
-    assert tracking.ensure_experiment.fn("exp-a") == exp  # idempotent
+    exp = tracking.ensure_experiment("exp-a")
+    assert tracking.ensure_experiment("exp-a") == exp  # idempotent
     assert client.get_experiment(exp).artifact_location.endswith("/mlruns/artifacts")
-    run_id = tracking.start_run.fn(exp, run_name="r", tags={"k": "v"})
-    tracking.log_params.fn(run_id, {"lr": 0.01, "optimizer": "adam"})
-    tracking.log_metrics.fn(run_id, {"test_f1": 0.9}, {"val_loss": [0.5, 0.4, 0.3]})
-    tracking.end_run.fn(run_id, "FINISHED")
+    run_id = tracking.start_run(exp, run_name="r", tags={"k": "v"})
+    tracking.log_params(run_id, {"lr": 0.01, "optimizer": "adam"})
+    tracking.log_metrics(run_id, {"test_f1": 0.9}, {"val_loss": [0.5, 0.4, 0.3]})
+    tracking.end_run(run_id, "FINISHED")
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params == {"lr": "0.01", "optimizer": "adam"}
@@ -22,23 +22,23 @@ def test_run_lifecycle_params_metrics_and_steps(client):
 
 
 def test_nested_run_is_parented(client):
-    exp = tracking.ensure_experiment.fn("exp-b")
-    parent = tracking.start_run.fn(exp)
-    child = tracking.start_run.fn(exp, parent_run_id=parent)
+    exp = tracking.ensure_experiment("exp-b")
+    parent = tracking.start_run(exp)
+    child = tracking.start_run(exp, parent_run_id=parent)
     assert client.get_run(child).data.tags["mlflow.parentRunId"] == parent
 
 
 def test_deleted_experiment_is_a_clear_error(client):
-    exp = tracking.ensure_experiment.fn("gone")
+    exp = tracking.ensure_experiment("gone")
     client.delete_experiment(exp)
     with pytest.raises(ValueError, match="deleted"):
-        tracking.ensure_experiment.fn("gone")
+        tracking.ensure_experiment("gone")
 
 
 def test_end_unfinished_ends_only_running_runs(client):
-    exp = tracking.ensure_experiment.fn("exp-u")
-    done, open_ = tracking.start_run.fn(exp), tracking.start_run.fn(exp)
-    tracking.end_run.fn(done, "FINISHED")
+    exp = tracking.ensure_experiment("exp-u")
+    done, open_ = tracking.start_run(exp), tracking.start_run(exp)
+    tracking.end_run(done, "FINISHED")
     tracking.end_unfinished([done, open_], "KILLED")
     assert (client.get_run(done).info.status, client.get_run(open_).info.status) == ("FINISHED", "KILLED")
 
@@ -47,15 +47,15 @@ def test_logging_to_an_unknown_run_raises():
     from mlflow.exceptions import MlflowException
 
     with pytest.raises(MlflowException):
-        tracking.log_params.fn("0" * 32, {"a": 1})
+        tracking.log_params("0" * 32, {"a": 1})
 
 
 def test_same_dataset_logged_concurrently_by_many_runs(client):
     from concurrent.futures import ThreadPoolExecutor
 
-    exp = tracking.ensure_experiment.fn("exp-ds")
-    runs = [tracking.start_run.fn(exp) for _ in range(8)]
+    exp = tracking.ensure_experiment("exp-ds")
+    runs = [tracking.start_run(exp) for _ in range(8)]
     table = generate_table(100, 4, 2, 0)
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda r: tracking.log_dataset.fn(r, table), runs))
+        list(pool.map(lambda r: tracking.log_dataset(r, table), runs))
     assert all(len(client.get_run(r).inputs.dataset_inputs) == 1 for r in runs)

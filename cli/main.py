@@ -12,97 +12,18 @@ import gc
 import os
 import signal
 import sys
-import types
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from trackflow import signals, store
+from cli import signals
+from cli.options import UsageError, option_name, add_model_options, build_config
+from trackflow import store, telemetry
+from trackflow.runs import STALE_AFTER
 from trackflow.config import GENERATED_FIELDS, AudioInferConfig, SweepConfig, TextInferConfig, TrainConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Invalid arguments or input: reported in one line, exit code 2."""
-
-
-def _option(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _describe_range(field) -> str:
-    bits = []
-    for m in field.metadata:
-        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            if getattr(m, attr, None) is not None:
-                bits.append(f"{sym} {getattr(m, attr)}")
-    return f" (allowed: {', '.join(bits)})" if bits else ""
-
-
-def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], skip: Sequence[str] = ()) -> None:
-    """One option per field of `model`; unset options keep the model's default."""
-    group = parser.add_argument_group(f"{model.__name__} options")
-    for name, field in model.model_fields.items():
-        if name in skip:
-            continue
-        ann = field.annotation
-        if typing.get_origin(ann) in (typing.Union, types.UnionType):  # X | None: an option that may be left out
-            ann = next(a for a in typing.get_args(ann) if a is not type(None))
-        help_ = f"{field.description} Default: {field.default!r}.{_describe_range(field)}"
-        kw: dict = dict(dest=name, default=argparse.SUPPRESS, help=help_)
-        if ann is bool:
-            group.add_argument(_option(name), action=argparse.BooleanOptionalAction, **kw)
-            continue
-        if typing.get_origin(ann) is list:
-            kw["type"] = _comma_list(typing.get_args(ann)[0])
-            kw["metavar"] = "A,B,..."
-        elif typing.get_origin(ann) is typing.Literal:
-            kw["choices"] = list(typing.get_args(ann))
-        elif ann in (int, float):
-            kw["type"] = ann
-        if "choices" not in kw:
-            kw["metavar"] = name.upper()
-        group.add_argument(_option(name), **kw)
-
-
-def _comma_list(item_type):
-    choices = typing.get_args(item_type) if typing.get_origin(item_type) is typing.Literal else None
-    convert = str if choices else item_type
-
-    def parse(text: str) -> list:
-        items = [p.strip() for p in text.split(",") if p.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
-        try:
-            values = [convert(p) for p in items]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {item_type.__name__} values separated by commas, got {text!r}")
-        bad = [v for v in values if choices and v not in choices]
-        if bad:
-            raise argparse.ArgumentTypeError(f"invalid choice(s) {bad} (choose from {', '.join(choices)})")
-        return values
-
-    parse.__name__ = "list"
-    return parse
-
-
-def build_config(model: type[BaseModel], args: argparse.Namespace):
-    """The validated config from the parsed options; a UsageError naming each bad option otherwise."""
-    values = {k: v for k, v in vars(args).items() if k in model.model_fields}
-    try:
-        return model(**values)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = [str(p) for p in err["loc"] if isinstance(p, str)]
-            where = _option(loc[0]) if loc else "options"
-            got = f" (got {err['input']!r})" if loc and "input" in err else ""
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}: {msg}{got}")
-        raise UsageError("invalid arguments:\n  " + "\n  ".join(lines)) from None
 
 
 def _settle_heap() -> None:
@@ -121,12 +42,6 @@ def _settle_heap() -> None:
     gc.enable()
 
 
-def _quiet_telemetry() -> None:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-
-
 def _prepare_store() -> str:
     """Before any work: the MLflow store exists and answers, and runs left RUNNING by dead commands are ended."""
     from trackflow.runs import reap_dead_runs
@@ -141,11 +56,19 @@ def _prepare_store() -> str:
 
 
 def _run(flow, config):
-    """Run `flow(config)` against this command's Prefect API (the configured one, or a private temporary one)."""
-    from trackflow.prefect_api import prefect_api
+    """Run `flow(config)` against this command's Prefect API (the configured one, or a private temporary one).
 
-    with prefect_api():
-        return flow(config)
+    Called once the flow's module is imported: the heap those imports made is frozen first
+    (`_settle_heap`), and bad input found inside the flow becomes exit 2, like the checks before it.
+    """
+    from cli.prefect_api import prefect_api
+
+    _settle_heap()
+    try:
+        with prefect_api():
+            return flow(config)
+    except _input_errors() as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
@@ -154,7 +77,7 @@ def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
         return
     from tasks.data import DataError, load_data
 
-    given = [_option(f) for f in GENERATED_FIELDS if f in vars(args)]
+    given = [option_name(f) for f in GENERATED_FIELDS if f in vars(args)]
     if given:
         raise UsageError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} the generated set; "
                          "leave it out with --data")
@@ -171,12 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _prepare_store()
     from flows.train import training_pipeline
 
-    _settle_heap()
-
-    try:
-        result = _run(training_pipeline, config)
-    except _input_errors() as exc:
-        raise UsageError(str(exc)) from None
+    result = _run(training_pipeline, config)
     print(f"\nTest metrics ({len(result.classes)} classes: {', '.join(map(str, result.classes))}):")
     for k, v in result.metrics.items():
         print(f"  {k:<22} {v:.4f}")
@@ -193,18 +111,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = build_config(SweepConfig, argparse.Namespace(base=base, **values))
     _check_data(base, args)
     _prepare_store()
-    from flows.sweep import metric_value, sweep_pipeline
+    from flows.sweep import sweep_pipeline
 
-    _settle_heap()
-
-    try:
-        result = _run(sweep_pipeline, config)
-    except _input_errors() as exc:
-        raise UsageError(str(exc)) from None
-    print(f"\nTrials ranked by {result.metric} (validation, last epoch):")
+    result = _run(sweep_pipeline, config)
+    print(f"\nTrials ran {result.plan.reason}.")
+    print(f"Trials ranked by {result.metric} (validation, last epoch):")
     for t in result.ranked():
-        print(f"  {t.label:<36} {result.metric} {metric_value(t.result, result.metric):.4f}"
-              f"  test_accuracy {t.result.metrics['test_accuracy']:.4f}  run {t.run_id}")
+        print(f"  {t.label:<36} {result.metric} {t.value(result.metric):.4f}"
+              f"  test_accuracy {t.evaluation.metrics['test_accuracy']:.4f}  run {t.run_id}")
     for t in result.failed:
         print(f"  {t.label:<36} FAILED: {t.error}")
     if result.model_version:
@@ -245,14 +159,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     from flows.infer import audio_inference_pipeline, text_inference_pipeline
 
-    _settle_heap()
-
-    flow = text_inference_pipeline if args.kind == "text" else audio_inference_pipeline
-    try:
-        result = _run(flow, config)
-    except _input_errors() as exc:
-        raise UsageError(str(exc)) from None
-    if not result.run_id:
+    result = _run(text_inference_pipeline if args.kind == "text" else audio_inference_pipeline, config)
+    if result.nothing_to_do:
         print(f"Nothing to do: no files matching {config.glob!r} in {config.in_dir}")
         return EXIT_OK
     print(f"\n{result.n_inputs} inputs: {result.n_ok} ok, {result.n_failed} failed "
@@ -288,7 +196,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from flows.deployments import PREFECT_YAML, read_deployments, serve_all
     from prefect.settings import PREFECT_API_URL
 
-    from trackflow.prefect_api import check_reachable
+    from cli.prefect_api import check_reachable
 
     _settle_heap()
     if not PREFECT_API_URL.value():
@@ -381,20 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
                                     "no process with its pid and start time; elsewhere, no heartbeat for "
                                     "--stale-after minutes. Live runs are never touched. Every command does this "
                                     "at start; this does it on demand.")
-    p.add_argument("--stale-after", type=float, default=10.0, metavar="MINUTES",
-                   help="Heartbeat age after which a run owned by another machine counts as dead (default 10).")
+    stale = STALE_AFTER / 60
+    p.add_argument("--stale-after", type=float, default=stale, metavar="MINUTES",
+                   help=f"Heartbeat age after which a run owned by another machine counts as dead (default {stale:g}).")
     p.set_defaults(func=cmd_runs_reap)
 
     p = sub.add_parser("ui", help="MLflow UI over the project's store (127.0.0.1).",
                        description="MLflow UI over the store trackflow writes to (MLFLOW_TRACKING_URI or mlruns/).")
     p.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1: this machine only).")
-    p.add_argument("--port", type=int, default=5000, help="Port (default 5000).")
+    p.add_argument("--port", type=int, default=store.MLFLOW_UI_PORT, help=f"Port (default {store.MLFLOW_UI_PORT}).")
     p.set_defaults(func=cmd_ui)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _quiet_telemetry()
+    telemetry.quiet()
     gc.disable()  # through the imports; each command calls _settle_heap() once its flow is imported
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -405,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trackflow {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BaseException as exc:
-        from trackflow.prefect_api import PrefectApiError
+        from cli.prefect_api import PrefectApiError
         from trackflow.runs import is_interrupt
 
         if is_interrupt(exc):

@@ -10,7 +10,7 @@ same application (Prefect's API, no UI) with those three fixed:
 - the port comes from the kernel and is checked to belong to this server, and start-ups
   on one PREFECT_HOME take turns under a file lock, so database migrations never race;
 - it runs in its own session, so only this command stops it;
-- it dies with the command (`trackflow.child`).
+- it dies with the command (`cli.child`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _spawn(port: int, log) -> subprocess.Popen:
     uvicorn = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "error", "--lifespan", "on"]
-    return subprocess.Popen([sys.executable, "-m", "trackflow.child", str(os.getpid()), *uvicorn], env=env,
+    return subprocess.Popen([sys.executable, "-m", "cli.child", str(os.getpid()), *uvicorn], env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -136,7 +136,7 @@ def prefect_api() -> Iterator[str]:
         check_reachable(url)
         yield url
         return
-    from trackflow import signals
+    from cli import signals
 
     proc, url = start_server(Path(PREFECT_HOME.value()))
     forget = signals.on_forced_exit(lambda: stop(proc, timeout=2))

@@ -3,9 +3,11 @@
 import pytest
 from prefect import task
 
-import flows.train as train_flow
+import flows.steps as steps
 from flows.train import training_pipeline
 from trackflow.config import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def test_flow_tracks_everything(client, tiny_config):
@@ -73,10 +75,10 @@ def test_same_seed_reproduces_metrics(tiny_config):
 
 def test_failing_task_leaves_the_run_failed(client, tiny_config, monkeypatch):
     @task
-    def broken_fit(splits, **knobs):
+    def broken_fit(data, **knobs):
         raise RuntimeError("boom in training")
 
-    monkeypatch.setattr(train_flow, "fit_classifier", broken_fit)
+    monkeypatch.setattr(steps, "train_and_score", broken_fit)
     with pytest.raises(RuntimeError, match="boom in training"):
         training_pipeline(tiny_config)
     runs = client.search_runs([client.get_experiment_by_name("classifier").experiment_id])

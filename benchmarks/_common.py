@@ -1,0 +1,56 @@
+"""What the benchmarks share: a free port, a running Prefect server, timing a command."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from trackflow import telemetry
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def timed(cmd: list[str], env: dict, cwd: str | Path) -> float:
+    """Wall time of a command that must succeed."""
+    t = time.perf_counter()
+    p = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    dt = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"{cmd} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    return dt
+
+
+@contextlib.contextmanager
+def prefect_server(home: str | Path):
+    """`prefect server start` on a free loopback port, as `make server` runs it; yields its API URL."""
+    import httpx
+
+    port = free_port()
+    env = telemetry.quiet(os.environ | {"PREFECT_HOME": str(home)})
+    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        for _ in range(480):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.25)
+        else:
+            raise SystemExit("the Prefect server did not start in 120 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

@@ -1,0 +1,1 @@
+"""The `trackflow` command: the top layer. It imports flows; nothing imports it."""

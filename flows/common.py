@@ -1,0 +1,108 @@
+"""Wiring the flows share (not a flow): MLflow runs tied to the Prefect flow run, and a training's record."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+from prefect.runtime import flow_run
+
+from flows import steps
+from tasks import tracking
+from tasks.data import Encoded, Splits, Table, classifier_from
+from tasks.evaluation import Evaluation
+from tasks.plots import plot_confusion_matrix, plot_loss_curves, plot_roc_curves
+from tasks.training import TrialOutcome
+from trackflow.config import GENERATED_FIELDS, TrainConfig
+from trackflow.runs import is_interrupt
+
+LOGGED_PARAMS = ("epochs", "lr", "batch_size", "dropout", "optimizer", "weight_decay", "seed", "test_size", "val_size")
+MAX_PARAM = 6000  # MLflow's limit on a parameter's length
+
+
+def flow_run_url() -> str | None:
+    """The flow run's page in the Prefect UI, or None where no UI address is known.
+
+    Built here, not taken from `prefect.runtime.flow_run.ui_url`: that one points at
+    `/flow-runs/flow-run/<id>`, while the UI served by this Prefect routes a flow run at
+    `/runs/flow-run/<id>` (tests/integration/test_ui.py opens the link in a browser).
+    """
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    if not flow_run.id or not ui or not str(ui).startswith(("http://", "https://")):
+        return None
+    return f"{str(ui).rstrip('/')}/runs/flow-run/{flow_run.id}"
+
+
+def prefect_tags() -> dict[str, str]:
+    """Tags linking an MLflow run back to the Prefect flow run that made it."""
+    tags = {}
+    if flow_run.id:
+        tags["prefect.flow_run_id"] = str(flow_run.id)
+        tags["prefect.flow_run_name"] = str(flow_run.name)
+        if url := flow_run_url():
+            tags["prefect.flow_run_url"] = url
+    return tags
+
+
+@contextlib.contextmanager
+def tracked(run_id: str):
+    """End the MLflow run FINISHED, or FAILED if the body raises (KILLED on Ctrl-C or SIGTERM).
+
+    The error paths call the plain function: no new task run while the flow unwinds.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        tracking.end_run(run_id, "KILLED" if is_interrupt(exc) else "FAILED")
+        raise
+    steps.end_run(run_id, "FINISHED")
+
+
+def load_args(config: TrainConfig) -> dict:
+    """The arguments of tasks.data.load_data, from a training config."""
+    return dict(data=config.data, target=config.target, features=config.features, drop=config.drop,
+                n_samples=config.n_samples, n_features=config.n_features, n_informative=config.n_informative,
+                seed=config.seed, test_size=config.test_size, val_size=config.val_size)
+
+
+def network_args(config: TrainConfig) -> dict:
+    """The arguments of tasks.training.train_and_score, from a training config."""
+    return dict(hidden_layers=config.hidden_layers, dropout=config.dropout, optimizer=config.optimizer, lr=config.lr,
+                weight_decay=config.weight_decay, batch_size=config.batch_size, epochs=config.epochs,
+                seed=config.seed, device=config.device)
+
+
+def training_params(config: TrainConfig, table: Table) -> dict[str, object]:
+    """What a training run records as its params: the data, the columns, the knobs."""
+    features = json.dumps(list(table.X.columns), ensure_ascii=False)
+    if len(features) > MAX_PARAM:
+        features = features[: MAX_PARAM - 40] + " ... (all in data/profile.json)"
+    params = {k: getattr(config, k) for k in LOGGED_PARAMS} | {
+        "data": config.data or "generated", "target": str(table.y.name), "features": features,
+        "n_features_in": table.X.shape[1], "hidden_layers": json.dumps(config.hidden_layers),
+    }
+    return params | ({k: getattr(config, k) for k in GENERATED_FIELDS} if not config.data else {})
+
+
+def example_rows(splits: Splits):
+    """A few real training rows for the model's input example (complete ones when there are)."""
+    complete = splits.X_train.dropna()
+    return (complete if len(complete) >= 2 else splits.X_train).head(5)
+
+
+def log_training_metrics(run_id: str, evaluation: Evaluation, outcome: TrialOutcome, table: Table) -> None:
+    """Test metrics, per-epoch history and throughput, in one write."""
+    steps.log_metrics(run_id, evaluation.metrics | {"train_samples_per_second": outcome.samples_per_second,
+                                                    "data_rows": len(table.y)}, outcome.history)
+
+
+def log_model(run_id: str, encoded: Encoded, outcome: TrialOutcome, evaluation: Evaluation, splits: Splits) -> str:
+    """The figures and the served model of a finished training; returns the model's URI."""
+    steps.log_figures(run_id, {
+        "loss_curves": plot_loss_curves(outcome.history),
+        "confusion_matrix": plot_confusion_matrix(evaluation.confusion, evaluation.classes),
+        "roc_curve": plot_roc_curves(evaluation.y_true, evaluation.proba, evaluation.classes),
+    })
+    return steps.log_classifier(run_id, classifier_from(encoded, outcome), example_rows(splits))

@@ -1,0 +1,46 @@
+"""The MLflow store: where it is, reachability, credentials (creation: tests/integration/test_store_creation.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trackflow import store
+
+
+def test_store_defaults_to_sqlite_under_cwd_mlruns(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(tmp_path)
+    uri = store.tracking_uri()
+    assert uri == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    assert store.artifact_location(uri) == (tmp_path / "mlruns" / "artifacts").resolve().as_uri()
+    assert store.artifact_location("http://127.0.0.1:5000") is None
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://user:secret@host:5000/x", "http://host:5000/x"),
+    ("https://tok@host/api", "https://host/api"),
+    ("postgresql://mlflow:pw@127.0.0.1:5432/db", "postgresql://127.0.0.1:5432/db"),
+    ("http://host/x?token=abc&experiment=1", "http://host/x?token=%2A%2A%2A&experiment=1"),
+    ("sqlite:////tmp/mlruns/mlflow.db", "sqlite:////tmp/mlruns/mlflow.db"),
+    ("models:/classifier/1", "models:/classifier/1"),
+])
+def test_redact_removes_credentials(url, shown):
+    assert store.redact(url) == shown
+
+
+def test_redact_text_and_run_url_hide_credentials():
+    assert "secret" not in store.redact_text("failed: http://u:secret@h:1/api and postgresql://a:secret@db/x")
+    assert store.run_url("http://u:secret@h:5000", "1", "abc") == "http://h:5000/#/experiments/1/runs/abc"
+    assert store.run_url("sqlite:////x/mlflow.db", "1", "abc") == "http://127.0.0.1:5000/#/experiments/1/runs/abc"
+
+
+@pytest.mark.parametrize("uri", ["http://user:secret@127.0.0.1:9", "postgresql://u:secret@127.0.0.1:9/db"])
+def test_an_unreachable_store_fails_at_once_naming_it(uri):
+    with pytest.raises(store.StoreError) as err:
+        store.check_reachable(uri, timeout=5)
+    msg = str(err.value)
+    assert "127.0.0.1:9" in msg and "secret" not in msg and "connection refused" in msg
+
+
+def test_a_reachable_sqlite_store_needs_no_probe(mlflow_store):
+    store.check_reachable(mlflow_store)  # nothing to reach: no error
