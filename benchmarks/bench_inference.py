@@ -24,8 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from trackflow import telemetry  # noqa: E402
+
+telemetry.quiet()
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 NEW_TOKENS = 32
@@ -78,7 +79,7 @@ def bench_gpt2(work: Path, quick: bool) -> None:
     def batched(ps, bs):
         n = 0
         for i in range(0, len(ps), bs):
-            n += sum(g.new_tokens for g in generate_batch.fn(lm, ps[i : i + bs], settings))
+            n += sum(g.new_tokens for g in generate_batch(lm, ps[i : i + bs], settings))
         return n
 
     tutorial(prompts[:1])  # warm-up
@@ -142,7 +143,7 @@ def bench_wav2vec2(work: Path, quick: bool) -> None:
     print(f"\nwav2vec2-base (95M params, random weights), batch {n}: seconds of audio per second")
     equal = [clip(10) for _ in range(n)]
     base, ref = timed(one_at_a_time, equal)
-    ours, got = timed(lambda cs: transcribe_clips.fn(sm, cs, batch_size=n), equal)
+    ours, got = timed(lambda cs: transcribe_clips(sm, cs, chunk_seconds=30.0), equal)
     print(f"  equal clips ({n} x 10 s): one at a time {base:5.2f}   trackflow {ours:5.2f} ({ours / base:.2f}x)"
           f"   {sum(a == b for a, b in zip(got, transcribe_single(sm, equal)))}/{n} equal to unbatched")
     lengths = np.linspace(2, 20, n)
@@ -150,7 +151,7 @@ def bench_wav2vec2(work: Path, quick: bool) -> None:
     mixed = [clip(s) for s in lengths]
     base, ref = timed(one_at_a_time, mixed)
     padded, pad_out = timed(lambda cs: naive_padded(cs, n), mixed)
-    ours, got = timed(lambda cs: transcribe_clips.fn(sm, cs, batch_size=n), mixed)
+    ours, got = timed(lambda cs: transcribe_clips(sm, cs, chunk_seconds=30.0), mixed)
     same_ours = sum(a == b for a, b in zip(got, transcribe_single(sm, mixed)))
     same_pad = sum(a == b for a, b in zip(pad_out, ref))
     print(f"  mixed 2-20 s ({n} clips):  one at a time {base:5.2f}   zero-padded batch {padded:5.2f}"
@@ -161,7 +162,7 @@ def bench_wav2vec2(work: Path, quick: bool) -> None:
 def transcribe_single(sm, clips):
     from tasks.transcription import transcribe_clips
 
-    return [transcribe_clips.fn(sm, [c], batch_size=1)[0] for c in clips]
+    return [transcribe_clips(sm, [c], chunk_seconds=30.0)[0] for c in clips]
 
 
 def peak_rss(cmd: list[str], env: dict) -> tuple[float, int]:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from tasks.inputs import InputError
+from tasks.inputs import InputError, Loaded, read_prompt_file
 from tasks.models import TextModel
 
 
@@ -30,7 +28,7 @@ def generation_kwargs(settings: Mapping[str, object]) -> dict:
 
 def check_prompt_lengths(lm: TextModel, prompts: Sequence[str], max_new_tokens: int) -> list[int | InputError]:
     """Each prompt's token count, or an InputError when prompt + new tokens exceed the model's context."""
-    if not prompts:  # a window whose inputs were all done before (a rerun)
+    if not prompts:  # a window whose inputs were all done before (a rerun): the tokenizer refuses []
         return []
     room = lm.context_length - max_new_tokens
     out: list[int | InputError] = []
@@ -46,7 +44,6 @@ def check_prompt_lengths(lm: TextModel, prompts: Sequence[str], max_new_tokens: 
     return out
 
 
-@task(cache_policy=NO_CACHE)
 def generate_batch(lm: TextModel, prompts: Sequence[str], settings: Mapping[str, object]) -> list[Generation]:
     """Continue each prompt. One left-padded batch; greedy results equal one-at-a-time results."""
     import torch
@@ -65,3 +62,31 @@ def generate_batch(lm: TextModel, prompts: Sequence[str], settings: Mapping[str,
         n = row.index(eos) if eos in row else len(row)  # tokens up to the first EOS; the rest is padding
         results.append(Generation(lm.tokenizer.decode(row[:n], skip_special_tokens=True), n))
     return results
+
+
+@dataclass
+class TextGeneration:
+    """Prompt files through a causal LM: the batch-job engine's text kind (tasks.batch.InputKind)."""
+
+    lm: TextModel
+    settings: Mapping[str, object]  # generation_kwargs' settings; the job's fingerprint
+    model: str  # what --model named
+    name: str = "text"
+    measure: str = "new_tokens"
+
+    def read(self, root: Path, rel: str, is_done) -> list[Loaded]:
+        return read_prompt_file(root, rel)
+
+    def check(self, items: list[Loaded]) -> list[Loaded]:
+        lengths = check_prompt_lengths(self.lm, [x.value for x in items], int(self.settings["max_new_tokens"]))
+        return [Loaded(x.item, error=str(n)) if isinstance(n, InputError) else Loaded(x.item, x.value, size=n)
+                for x, n in zip(items, lengths)]
+
+    def size(self, item: Loaded) -> int:
+        return item.size  # tokens: prompts of similar length share a left-padded batch
+
+    def infer(self, values: list) -> list[Generation]:
+        return generate_batch(self.lm, values, self.settings)
+
+    def fields(self, item: Loaded, output: Generation) -> dict:
+        return {"output": output.text, "new_tokens": output.new_tokens}

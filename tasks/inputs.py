@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.results import item_key
+
 TARGET_RATE = 16_000  # Wav2Vec2 checkpoints are trained on 16 kHz mono
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a clip holds no signal worth transcribing
 
@@ -127,49 +129,14 @@ class Item:
 
     @property
     def key(self) -> str:
-        return self.input if self.line is None else f"{self.input}:{self.line}"
+        return item_key(self.input, self.line)
 
 
-def glob_regex(pattern: str) -> re.Pattern:
-    """A glob with `**` (any depth), `*`, `?`, `[...]` and `{a,b}` alternatives, case-insensitive."""
-    return re.compile("(?s:" + _glob_body(pattern) + r")\Z", re.IGNORECASE)
+def glob_matcher(pattern: str):
+    """A compiled glob: `**` (any depth), `*`, `?`, `[...]`, `{a,b}` alternatives, case-insensitive (wcmatch)."""
+    from wcmatch import glob
 
-
-def _glob_body(pattern: str) -> str:
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "{":
-            end = pattern.find("}", i)
-            if end < 0:
-                raise ValueError(f"glob {pattern!r} has an unclosed '{{'")
-            alts = pattern[i + 1 : end].split(",")
-            out.append("(?:" + "|".join(_glob_body(a) for a in alts) + ")")
-            i = end + 1
-            continue
-        elif c == "[":
-            end = pattern.find("]", i)
-            if end < 0:
-                raise ValueError(f"glob {pattern!r} has an unclosed '['")
-            out.append(pattern[i : end + 1])
-            i = end + 1
-            continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
+    return glob.compile(pattern, flags=glob.GLOBSTAR | glob.BRACE | glob.IGNORECASE)
 
 
 def iter_files(in_dir: str | Path, pattern: str, exclude: str | Path | None = None) -> Iterator[Path]:
@@ -179,7 +146,7 @@ def iter_files(in_dir: str | Path, pattern: str, exclude: str | Path | None = No
     (the output folder, when it sits inside the input one) are skipped.
     """
     root = Path(in_dir)
-    rx = glob_regex(pattern)
+    matcher = glob_matcher(pattern)
     skip = Path(exclude).resolve() if exclude else None
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
@@ -190,21 +157,25 @@ def iter_files(in_dir: str | Path, pattern: str, exclude: str | Path | None = No
                 continue
             path = Path(dirpath, name)
             rel = path.relative_to(root).as_posix()
-            if rx.match(rel) and not path.is_dir():
+            if matcher.match(rel) and not path.is_dir():
                 yield path
 
 
-def check_input_dir(in_dir: str | Path, pattern: str, exclude: str | Path | None = None, allow_empty: bool = False) -> bool:
-    """Raise InputFolderError naming the folder when there is nothing to process.
+def _check_folder(root: Path) -> None:
+    if not root.exists():
+        raise InputFolderError(f"input folder {str(root)!r} does not exist; check the path")
+    if not root.is_dir():
+        raise InputFolderError(f"input {str(root)!r} is a file, not a folder; pass the folder that holds it")
+
+
+def check_input_dir(in_dir: str | Path, pattern: str, exclude: str | Path | None, allow_empty: bool) -> bool:
+    """Raise InputFolderError naming the folder when there is nothing to process; stops at the first input.
 
     With `allow_empty` (a scheduled inbox), an existing folder with no inputs is not an
     error: the result is True ("nothing to do") instead. False means there is work.
     """
     root = Path(in_dir)
-    if not root.exists():
-        raise InputFolderError(f"input folder {str(root)!r} does not exist; check the path")
-    if not root.is_dir():
-        raise InputFolderError(f"input {str(root)!r} is a file, not a folder; pass the folder that holds it")
+    _check_folder(root)
     if next(iter_files(root, pattern, exclude), None) is None:
         if allow_empty:
             return True
@@ -357,7 +328,7 @@ def _sf_reason(exc: Exception) -> str:
     return msg.split(": ", 1)[1] if msg.startswith("Error opening") and ": " in msg else msg
 
 
-# --------------------------------------------------------------------------- tasks
+# --------------------------------------------------------------------------- loaded inputs
 
 
 @dataclass
@@ -367,63 +338,41 @@ class Loaded:
     item: Item
     value: object = None
     error: str | None = None
+    size: int = 0  # tokens, samples: inputs of similar size share a batch
 
 
-def _io_task(fn):
-    from prefect import task
-    from prefect.cache_policies import NO_CACHE
+def list_inputs(in_dir: str | Path, pattern: str, exclude: str | Path | None, allow_empty: bool) -> list[str]:
+    """The input files under `in_dir`, as escaped relative names, in one walk of the folder.
 
-    # Reading retries on transient OS errors; bad content is an error record, not a retry.
-    return task(fn, retries=2, retry_delay_seconds=[1, 4], cache_policy=NO_CACHE)
-
-
-def _read_prompt_files(in_dir: str, rels: list[str]) -> list[Loaded]:
-    """Every prompt in the files `rels` (escaped paths relative to `in_dir`)."""
+    Raises InputFolderError naming the folder when it is missing or has nothing to
+    process, unless `allow_empty` (a scheduled inbox) makes an existing empty folder an
+    empty list. Names only are kept (~100 bytes a file), never contents.
+    """
     root = Path(in_dir)
-    out = []
-    for rel in rels:
-        for item, value in read_prompts(root / unescape_name(rel), rel, root):
-            out.append(Loaded(item, error=str(value)) if isinstance(value, InputError) else Loaded(item, value))
-    return out
+    _check_folder(root)
+    files = [escape_name(p.relative_to(root).as_posix()) for p in iter_files(root, pattern, exclude)]
+    if not files and not allow_empty:
+        raise InputFolderError(f"input folder {str(root)!r} has no files matching {pattern!r}; add files or change --glob")
+    return files
 
 
-def _decode_audio_files(in_dir: str, rels: list[str], max_seconds: float, skip=None) -> list[Loaded]:
-    """Decoded recordings; `skip(key, digest)` says which need no work (already done), which are not decoded."""
-    root = Path(in_dir)
-    out = []
-    for rel in rels:
-        path = root / unescape_name(rel)
-        try:
-            digest = file_digest(path, root)
-        except (OSError, InputError) as exc:
-            why = str(exc) if isinstance(exc, InputError) else f"cannot read file: {exc.strerror or exc}"
-            out.append(Loaded(Item(rel, None, ""), error=why))
-            continue
-        item = Item(rel, None, digest)
-        if skip is not None and skip(item.key, digest):
-            out.append(Loaded(item, value=None))
-            continue
-        try:
-            out.append(Loaded(item, decode_audio(path, root, max_seconds)))
-        except (OSError, InputError) as exc:
-            out.append(Loaded(item, error=str(exc) if isinstance(exc, InputError) else f"cannot read file: {exc}"))
-    return out
+def read_prompt_file(root: Path, rel: str) -> list[Loaded]:
+    """The prompts of one file (escaped name `rel`), each loaded or with its error."""
+    return [Loaded(item, error=str(value)) if isinstance(value, InputError) else Loaded(item, value)
+            for item, value in read_prompts(root / unescape_name(rel), rel, root)]
 
 
-read_prompt_files = _io_task(_read_prompt_files)
-decode_audio_files = _io_task(_decode_audio_files)
-
-
-def count_items(in_dir: str | Path, pattern: str, exclude: str | Path | None = None) -> int:
-    """How many inputs the folder holds (files, and non-blank lines of .jsonl files): the progress total."""
-    n = 0
-    for path in iter_files(in_dir, pattern, exclude):
-        if path.suffix.lower() == ".jsonl":
-            try:
-                with open_input(path, Path(in_dir)) as f:
-                    n += max(1, sum(1 for line in f if line.strip()))
-            except (OSError, InputError):
-                n += 1
-        else:
-            n += 1
-    return n
+def read_recording(root: Path, rel: str, max_seconds: float, is_done) -> Loaded:
+    """One recording decoded, unless `is_done(key, digest)` says its content was already transcribed."""
+    path = root / unescape_name(rel)
+    try:
+        digest = file_digest(path, root)
+    except (OSError, InputError) as exc:
+        return Loaded(Item(rel, None, ""), error=str(exc) if isinstance(exc, InputError) else f"cannot read file: {exc}")
+    item = Item(rel, None, digest)
+    if is_done(item.key, digest):
+        return Loaded(item)  # skipped by the job; not decoded
+    try:
+        return Loaded(item, decode_audio(path, root, max_seconds))
+    except (OSError, InputError) as exc:
+        return Loaded(item, error=str(exc) if isinstance(exc, InputError) else f"cannot read file: {exc}")

@@ -7,16 +7,16 @@ import time
 
 
 class Progress:
-    """`done / total` with a rate; tqdm on a terminal (stderr), and `logger.info` every `every` seconds."""
+    """`done / total` `unit`s with a rate; tqdm on a terminal (stderr), and `logger.info` every `every` seconds."""
 
-    def __init__(self, total: int, label: str, logger, every: float = 10.0):
+    def __init__(self, total: int, label: str, unit: str, logger, every: float):
         from tqdm import tqdm
 
-        self.total, self.label, self.logger, self.every = total, label, logger, every
+        self.total, self.label, self.unit, self.logger, self.every = total, label, unit, logger, every
         self.done = 0
         self._start = self._last = time.monotonic()
         # disable=None: a bar only on a terminal, so logs and CI output stay clean.
-        self._bar = tqdm(total=total, desc=label, unit="input", file=sys.stderr, disable=None, dynamic_ncols=True)
+        self._bar = tqdm(total=total, desc=label, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
 
     def update(self, n: int) -> None:
         if n <= 0:
@@ -30,7 +30,7 @@ class Progress:
 
     def _log(self, now: float) -> None:
         rate = self.done / max(now - self._start, 1e-9)
-        self.logger.info("%s: %d/%d inputs done (%.1f inputs/s)", self.label, self.done, self.total, rate)
+        self.logger.info("%s: %d/%d %ss done (%.1f/s)", self.label, self.done, self.total, self.unit, rate)
 
     def close(self) -> None:
         self._bar.close()

@@ -10,7 +10,10 @@ import time
 import pandas as pd
 import pytest
 
-from tests.conftest import TRACKFLOW, cli_env, run_cli, write_audio
+from tests.helpers.audio import write_audio
+from tests.helpers.cli import TRACKFLOW, cli_env, run_cli
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def records(out_dir):

@@ -13,14 +13,19 @@ from tasks.inputs import (
     InputError,
     InputFolderError,
     check_input_dir,
-    count_items,
     decode_audio,
-    glob_regex,
+    glob_matcher,
     iter_files,
-    read_prompt_files,
+    list_inputs,
+    read_prompt_file,
     read_prompts,
+    read_recording,
 )
-from tests.conftest import write_audio
+from tests.helpers.audio import write_audio
+
+
+def read_prompt_files(root, rels):
+    return [x for rel in rels for x in read_prompt_file(root, rel)]
 
 
 @pytest.mark.parametrize(
@@ -35,8 +40,8 @@ from tests.conftest import write_audio
         ("data/**/*.wav", "other/a.wav", False),
     ],
 )
-def test_glob_regex(pattern, path, matches):
-    assert bool(glob_regex(pattern).match(path)) is matches
+def test_glob_patterns(pattern, path, matches):
+    assert bool(glob_matcher(pattern).match(path)) is matches
 
 
 def test_iter_files_sorted_skips_hidden_and_output_folder(tmp_path):
@@ -45,30 +50,30 @@ def test_iter_files_sorted_skips_hidden_and_output_folder(tmp_path):
         (tmp_path / rel).write_text("p")
     found = [p.relative_to(tmp_path).as_posix() for p in iter_files(tmp_path, "**/*.txt", exclude=tmp_path / "out")]
     assert found == ["a.txt", "b.txt", "sub/c.txt"]
-    assert count_items(tmp_path, "**/*.txt", exclude=tmp_path / "out") == 3
+    assert list_inputs(tmp_path, "**/*.txt", tmp_path / "out", allow_empty=False) == ["a.txt", "b.txt", "sub/c.txt"]
 
 
 def test_check_input_dir_errors_name_the_folder(tmp_path):
     with pytest.raises(InputFolderError, match="does not exist"):
-        check_input_dir(tmp_path / "nope", "**/*.txt")
+        check_input_dir(tmp_path / "nope", "**/*.txt", None, allow_empty=False)
     (tmp_path / "f.txt").write_text("x")
     with pytest.raises(InputFolderError, match="is a file"):
-        check_input_dir(tmp_path / "f.txt", "**/*.txt")
+        check_input_dir(tmp_path / "f.txt", "**/*.txt", None, allow_empty=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputFolderError, match=r"no files matching '\*\*/\*.txt'"):
-        check_input_dir(tmp_path / "empty", "**/*.txt")
-    check_input_dir(tmp_path, "**/*.txt")  # has one: no error
+        check_input_dir(tmp_path / "empty", "**/*.txt", None, allow_empty=False)
+    check_input_dir(tmp_path, "**/*.txt", None, allow_empty=False)  # has one: no error
 
 
 def test_allow_empty_makes_only_an_existing_empty_folder_nothing_to_do(tmp_path):
     (tmp_path / "inbox").mkdir()
-    assert check_input_dir(tmp_path / "inbox", "**/*.txt", allow_empty=True) is True
+    assert check_input_dir(tmp_path / "inbox", "**/*.txt", None, allow_empty=True) is True
     (tmp_path / "inbox" / "a.txt").write_text("hi")
-    assert check_input_dir(tmp_path / "inbox", "**/*.txt", allow_empty=True) is False
+    assert check_input_dir(tmp_path / "inbox", "**/*.txt", None, allow_empty=True) is False
     with pytest.raises(InputFolderError, match="does not exist"):
-        check_input_dir(tmp_path / "nope", "**/*.txt", allow_empty=True)
+        check_input_dir(tmp_path / "nope", "**/*.txt", None, allow_empty=True)
     with pytest.raises(InputFolderError, match="is a file"):
-        check_input_dir(tmp_path / "inbox" / "a.txt", "**/*.txt", allow_empty=True)
+        check_input_dir(tmp_path / "inbox" / "a.txt", "**/*.txt", None, allow_empty=True)
 
 
 def test_read_prompts_txt_and_jsonl(tmp_path):
@@ -100,7 +105,7 @@ def test_read_prompts_bad_text_gives_an_error_naming_the_cause(tmp_path, content
 def test_unreadable_file_is_one_error_record_not_a_crash(tmp_path):
     (tmp_path / "ok.txt").write_text("fine")
     (tmp_path / "dir.txt").mkdir()  # reading a directory raises IsADirectoryError
-    out = read_prompt_files.fn(str(tmp_path), ["dir.txt", "ok.txt"])
+    out = read_prompt_files(tmp_path, ["dir.txt", "ok.txt"])
     assert [x.error is None for x in out] == [False, True]
     assert "not a regular file (a folder)" in out[0].error and out[1].value == "fine"
 
@@ -174,7 +179,7 @@ def test_a_fifo_is_an_error_and_never_blocks(tmp_path):
     os.mkfifo(tmp_path / "pipe.txt")
     (tmp_path / "ok.txt").write_text("fine")
     result = {}
-    t = threading.Thread(target=lambda: result.update(out=read_prompt_files.fn(str(tmp_path), ["pipe.txt", "ok.txt"])),
+    t = threading.Thread(target=lambda: result.update(out=read_prompt_files(tmp_path, ["pipe.txt", "ok.txt"])),
                          daemon=True)
     t.start()
     t.join(10)
@@ -182,16 +187,14 @@ def test_a_fifo_is_an_error_and_never_blocks(tmp_path):
     pipe, ok = result["out"]
     assert pipe.error == "not a regular file (a FIFO); only regular files are read"
     assert ok.value == "fine"
-    assert count_items(tmp_path, "**/*.txt") == 2  # counted, then recorded as an error; never opened blocking
+    assert list_inputs(tmp_path, "**/*.txt", None, False) == ["ok.txt", "pipe.txt"]  # listed, never opened
 
 
 def test_a_fifo_named_like_audio_is_an_error_too(tmp_path):
     import os
 
-    from tasks.inputs import decode_audio_files
-
     os.mkfifo(tmp_path / "pipe.wav")
-    [x] = decode_audio_files.fn(str(tmp_path), ["pipe.wav"], 60.0)
+    x = read_recording(tmp_path, "pipe.wav", 60.0, is_done=lambda key, digest: False)
     assert "not a regular file (a FIFO)" in x.error
 
 
@@ -200,7 +203,7 @@ def test_a_unix_socket_is_an_error(tmp_path):
 
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(tmp_path / "sock.txt"))
-        [x] = read_prompt_files.fn(str(tmp_path), ["sock.txt"])
+        [x] = read_prompt_files(tmp_path, ["sock.txt"])
     assert "not a regular file (a socket)" in x.error
 
 
@@ -215,7 +218,7 @@ def test_symlinks_are_followed_only_to_regular_files_inside_the_folder(tmp_path)
     os.symlink(tmp_path / "secret.txt", root / "out.txt")
     os.symlink("/dev/null", root / "dev.txt")
     os.symlink(root / "missing.txt", root / "dangling.txt")
-    out = {x.item.input: x for x in read_prompt_files.fn(str(root), ["sub/link.txt", "out.txt", "dev.txt", "dangling.txt"])}
+    out = {x.item.input: x for x in read_prompt_files(root, ["sub/link.txt", "out.txt", "dev.txt", "dangling.txt"])}
     assert out["sub/link.txt"].value == "inside"
     assert "outside the input folder" in out["out.txt"].error and "secret" not in (out["out.txt"].value or "")
     assert "outside the input folder" in out["dev.txt"].error
@@ -259,7 +262,7 @@ def test_a_file_with_a_non_utf8_name_is_read(tmp_path):
     (tmp_path / raw).write_text("hello")
     [path] = iter_files(tmp_path, "**/*.txt")
     rel = escape_name(path.relative_to(tmp_path).as_posix())
-    [x] = read_prompt_files.fn(str(tmp_path), [rel])
+    [x] = read_prompt_files(tmp_path, [rel])
     assert x.value == "hello" and x.item.input == "bad\\xffname.txt"
 
 
