@@ -1,10 +1,13 @@
-"""Sweep wall time: the concurrent sweep against its trials run one after another, side by side.
+"""Sweep wall time, each figure beside its peer, measured in one run on this machine.
 
-1. The default sweep (3 learning rates, default base): `sweep_pipeline` on the local thread
-   runner, on a local Dask cluster of 2 worker processes started for the sweep, and on an
-   already running 2-process cluster (`--dask-address`), against the same trials trained
-   and logged one after another in this process with no orchestration.
-2. How wall time grows with 3, 9 and 27 trials, each against sequential.
+1. Whole commands against a running Prefect server: the default `trackflow sweep` (3 trials)
+   against one `trackflow train` with the same defaults. Goal: <= 1.3x.
+2. The default runner (`auto`) against the same sweep with `--runner sequential`, for
+   small and large grids. Goal: never slower.
+3. 8 trials on 100k generated rows (~15 s of training each): one after another, against
+   `auto` (a pool of worker processes), a local Dask cluster of 2 processes started for
+   the sweep (`--runner dask --workers 2`) and an already running 2-process cluster
+   (`--dask-address`). Goal: >= 1.8x.
 
 Usage: python benchmarks/bench_sweep.py [--quick]
 """
@@ -13,78 +16,107 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
+import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BIN, prefect_server, timed  # noqa: E402
+from trackflow import telemetry  # noqa: E402
+
+telemetry.quiet()
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
-def sequential(config) -> float:
-    from flows.train import fit_and_log
-    from tasks.tracking import end_run, ensure_experiment, start_run
-
-    t = time.perf_counter()
-    exp = ensure_experiment.fn(config.base.experiment)
-    for trial in config.trials():
-        run_id = start_run.fn(exp)
-        fit_and_log(trial, run_id, exp, as_tasks=False)
-        end_run.fn(run_id)
-    return time.perf_counter() - t
-
-
-def concurrent(config) -> float:
+def run_sweep(config) -> tuple[float, str]:
     from flows.sweep import sweep_pipeline
 
     t = time.perf_counter()
     res = sweep_pipeline(config)
     if res.failed:
         raise SystemExit(f"trials failed: {[x.error for x in res.failed]}")
+    return time.perf_counter() - t, res.plan.reason
+
+
+def commands(work: Path, url: str, reps: int) -> None:
+    env = os.environ | {"PREFECT_API_URL": url, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/cli/mlflow.db"}
+    train, sweep = [str(BIN / "trackflow"), "train"], [str(BIN / "trackflow"), "sweep"]
+    timed(train, env, work)  # the store, the flows registered on the server, first imports
+    timed(sweep, env, work)
+    t_train, t_sweep = [], []
+    for _ in range(reps):  # interleaved, so the machine's drift hits both alike
+        t_train.append(timed(train, env, work))
+        t_sweep.append(timed(sweep, env, work))
+    a, b = statistics.median(t_train), statistics.median(t_sweep)
+    print(f"Whole command, running Prefect server, defaults (median of {reps}):")
+    print(f"  trackflow train                 {a:6.2f} s   1.00x")
+    print(f"  trackflow sweep (3 trials)      {b:6.2f} s   {b / a:.2f}x one train (goal <= 1.3x)")
+
+
+def auto_vs_sequential(quick: bool) -> None:
+    from trackflow.config import SweepConfig, TrainConfig
+
+    print("\nDefault runner (auto) against --runner sequential, same sweep, in one process:")
+    sizes = [(3, 1000, 10), (9, 1000, 10), (8, 20_000, 3)] + ([] if quick else [(4, 100_000, 3)])
+    for n, rows, epochs in sizes:
+        base = TrainConfig(n_samples=rows, epochs=epochs, register_model=False)
+        lrs = [round(10 ** (-4 + 3 * i / max(1, n - 1)), 6) for i in range(n)]
+        cfg = SweepConfig(base=base, lrs=lrs)
+        seq, _ = run_sweep(cfg.model_copy(update={"runner": "sequential"}))
+        auto, why = run_sweep(cfg)
+        print(f"  {n:2d} trials x {rows:>7,} rows x {epochs:2d} epochs: sequential {seq:6.2f} s   auto {auto:6.2f} s "
+              f"({seq / auto:4.2f}x)   [{why}]")
+
+
+def _train_alone(_):
+    import numpy as np
+
+    from tasks.training import TrialData, train_and_score
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(70_000, 10)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    t = time.perf_counter()
+    train_and_score(TrialData(X, y, X[:10_000], y[:10_000], X[:1000], y[:1000], 2), hidden_layers=[64, 64],
+                    dropout=0.2, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=32, epochs=2, seed=0,
+                    device="cpu")
     return time.perf_counter() - t
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer epochs and no 27-trial row")
-    args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="bench-sweep-")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
+def parallel_ceiling(rounds: int) -> float:
+    """How much faster 2 trainings go side by side than one after another on this machine, no orchestration."""
+    import multiprocessing
 
-    from prefect.testing.utilities import prefect_test_harness
+    ctx = multiprocessing.get_context("spawn")
+    alone, paired = [], []
+    with ctx.Pool(2) as pool:
+        pool.map(_train_alone, [0, 0])  # imports and first-call costs in both workers
+        for _ in range(rounds):
+            alone.append(pool.apply(_train_alone, (0,)))
+            paired.append(max(pool.map(_train_alone, [0, 0])))
+    a, p = statistics.median(alone), statistics.median(paired)
+    print(f"\nThis machine: one training alone {a:.2f} s; two side by side {p:.2f} s each "
+          f"(median of {rounds}): no runner can beat {2 * a / p:.2f}x on 2 worker processes")
+    return 2 * a / p
 
+
+def heavy(quick: bool, address: str) -> None:
     from trackflow.config import SweepConfig, TrainConfig
 
-    base = TrainConfig(epochs=3 if args.quick else 10, register_model=False)
-    with prefect_test_harness(server_startup_timeout=120), running_dask_cluster() as address:
-        sequential(SweepConfig(base=base, lrs=[0.01]))  # warm-up: imports, DB migration, first-call costs
-        concurrent(SweepConfig(base=base, lrs=[0.01]))
-        concurrent(SweepConfig(base=base, lrs=[0.01, 0.02], dask_address=address))  # both workers import once
-        default = SweepConfig(base=base)
-        seq = sequential(default)
-        thr = concurrent(default)
-        dsk = concurrent(default.model_copy(update={"workers": 2}))
-        warm = concurrent(default.model_copy(update={"dask_address": address}))
-        print(f"\nDefault sweep ({len(default.trials())} trials, {base.n_samples} samples, {base.epochs} epochs), wall time:")
-        print(f"  one after another, one process, no orchestration  {seq:6.2f} s  1.00x")
-        print(f"  sweep_pipeline, threads (cores={os.cpu_count()})              {thr:6.2f} s  {seq / thr:5.2f}x faster")
-        print(f"  sweep_pipeline, local Dask cluster, 2 processes   {dsk:6.2f} s  {seq / dsk:5.2f}x faster (incl. cluster start)")
-        print(f"  sweep_pipeline, running Dask cluster, 2 processes {warm:6.2f} s  {seq / warm:5.2f}x faster (--dask-address)")
-        n, cores = len(default.trials()), os.cpu_count() or 1
-        print(f"  (a trial is one unit of work: {n} equal trials on {cores} cores finish in at least "
-              f"{math.ceil(n / cores)} trial times, so no runner can beat {n / math.ceil(n / cores):.2f}x here)")
-
-        print("\nGrowth with the number of trials (lrs log-spaced 1e-4..1e-1), wall time and x faster than sequential:")
-        for n in [3, 9] + ([] if args.quick else [27]):
-            lrs = [round(10 ** (-4 + 3 * i / max(1, n - 1)), 6) for i in range(n)]
-            cfg = SweepConfig(base=base, lrs=lrs)
-            seq = sequential(cfg)
-            row = {"threads": concurrent(cfg), "local Dask": concurrent(cfg.model_copy(update={"workers": 2})),
-                   "running Dask": concurrent(cfg.model_copy(update={"dask_address": address}))}
-            print(f"  {n:3d} trials: sequential {seq:6.2f} s" + "".join(
-                f"   {k} {v:6.2f} s ({seq / v:4.2f}x)" for k, v in row.items()))
+    rows, epochs = (20_000, 3) if quick else (100_000, 8)
+    base = TrainConfig(n_samples=rows, epochs=epochs, register_model=False)
+    cfg = SweepConfig(base=base, lrs=[0.0005, 0.001, 0.002, 0.005], optimizers=["adam", "adamw"])
+    seq, _ = run_sweep(cfg.model_copy(update={"runner": "sequential"}))
+    print(f"\n{len(cfg.trials())} trials x {rows:,} rows x {epochs} epochs (~{seq / len(cfg.trials()):.0f} s each), "
+          "wall time of the sweep:")
+    print(f"  one after another (--runner sequential)       {seq:7.2f} s   1.00x")
+    for label, update in (("auto (default)", {}), ("--runner dask --workers 2 (started)", {"runner": "dask", "workers": 2}),
+                          ("--dask-address (running, 2 processes)", {"dask_address": address})):
+        t, why = run_sweep(cfg.model_copy(update=update))
+        print(f"  {label:<45} {t:7.2f} s   {seq / t:4.2f}x faster (goal >= 1.8x)   [{why}]")
 
 
 @contextlib.contextmanager
@@ -95,6 +127,29 @@ def running_dask_cluster():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster:
         yield cluster.scheduler_address
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, one repeat (a smoke run)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    with prefect_server(work / "prefect") as url:
+        commands(work, url, reps=1 if args.quick else 3)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/inproc/mlflow.db"
+        os.environ["PREFECT_API_URL"] = url
+        from trackflow import store
+
+        store.configure()
+        with running_dask_cluster() as address:
+            from trackflow.config import SweepConfig, TrainConfig
+
+            warm = SweepConfig(base=TrainConfig(n_samples=300, epochs=1, register_model=False), lrs=[0.01, 0.02])
+            run_sweep(warm)  # imports, first-call costs
+            run_sweep(warm.model_copy(update={"dask_address": address}))  # the running cluster's workers import once
+            auto_vs_sequential(args.quick)
+            parallel_ceiling(3 if args.quick else 7)
+            heavy(args.quick, address)
 
 
 if __name__ == "__main__":

@@ -1,47 +1,76 @@
-"""Learning-rate sweep: a grid of training trials run concurrently, the best one promoted."""
+"""Learning-rate sweep: data once -> a grid of trials on a runner -> rank -> the best gets the model -> promote.
+
+Each trial is a nested MLflow run holding what compares trials (params, per-epoch and
+test metrics, the dataset, its error if it failed). Only the best trial's run gets the
+model and the figures, once, after ranking: that is the trained object from the trial,
+not a retrain.
+
+A trial is a Prefect task run of this flow run; its computation (tasks.training.
+train_and_score, on arrays) goes where the runner plan says: this process, a pool of
+worker processes, or a Dask cluster, each behind the same concurrent.futures Executor
+interface. This process records each trial's run as its result comes back, so workers
+never write to MLflow, and they import only torch and NumPy: a worker is ready in a few
+seconds, where one running Prefect's own task engine (ProcessPoolTaskRunner) took ~11 s
+on 2 cores, more than it saved (benchmarks/bench_sweep.py).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import multiprocessing
 import os
-import socket
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from prefect import flow, task, unmapped
-from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect import flow
+from prefect.futures import as_completed
 
-from flows.train import TrainResult, fit_and_log, load_data, prefect_tags, split_table, tracked
+from flows import steps
+from flows.common import load_args, log_model, network_args, prefect_tags, tracked
+from tasks import tracking
+from tasks.data import Encoded, Splits, Table
+from tasks.evaluation import Evaluation, evaluate
 from tasks.plots import plot_metric_vs_lr
-from tasks.registry import promote_if_better
-from tasks.reporting import publish_table
-from tasks.tracking import (
-    end_run,
-    end_unfinished,
-    ensure_experiment,
-    log_figures,
-    log_metrics,
-    log_params,
-    register_model,
-    set_tags,
-    start_run,
-)
+from tasks.training import TrialOutcome, estimate_seconds
 from trackflow import store
 from trackflow.config import SWEEP_METRICS, SweepConfig, TrainConfig
-from trackflow import runs
 from trackflow.runs import is_interrupt
+
+# Measured here (benchmarks/bench_sweep.py, 2 cores): a pool's workers return their first
+# trials ~7 s after the pool starts (interpreter, torch, first-call costs), and a trial
+# takes up to ~25% longer while another one trains beside it.
+WORKER_START_SECONDS = 7.0
+PARALLEL_SLOWDOWN = 1.25
+# Worker processes must beat one-after-another by this factor before `auto` starts them.
+WORTH_IT = 0.8
 
 
 @dataclass
 class Trial:
     config: TrainConfig
     run_id: str
-    result: TrainResult | None = None
+    outcome: TrialOutcome | None = None
+    evaluation: Evaluation | None = None
     error: str | None = None
 
     @property
     def label(self) -> str:
         return f"{self.config.optimizer}/dropout={self.config.dropout:g}/lr={self.config.lr:g}"
+
+    def value(self, metric: str) -> float:
+        """The trial's validation metric at its last epoch (the model it would register)."""
+        return self.outcome.history[metric][-1]
+
+
+@dataclass(frozen=True)
+class RunnerPlan:
+    kind: str  # "sequential", "processes" or "dask"
+    workers: int
+    reason: str
+    address: str | None = None
 
 
 @dataclass
@@ -49,6 +78,7 @@ class SweepResult:
     run_id: str
     experiment_id: str
     metric: str
+    plan: RunnerPlan | None = None
     trials: list[Trial] = field(default_factory=list)
     best: Trial | None = None
     model_version: str | None = None
@@ -61,140 +91,186 @@ class SweepResult:
 
     def ranked(self) -> list[Trial]:
         """Completed trials, best first by `metric` in its direction."""
-        ok = [t for t in self.trials if t.result is not None]
-        return sorted(ok, key=lambda t: metric_value(t.result, self.metric),
-                      reverse=SWEEP_METRICS[self.metric] == "max")
+        ok = [t for t in self.trials if t.outcome is not None]
+        return sorted(ok, key=lambda t: t.value(self.metric), reverse=SWEEP_METRICS[self.metric] == "max")
 
 
-def metric_value(result: TrainResult, metric: str) -> float:
-    """The trial's validation metric at its last epoch (the model that was logged)."""
-    return result.history[metric][-1]
+def plan_runner(config: SweepConfig, trial_seconds: float, n_trials: int, cores: int) -> RunnerPlan:
+    """Where the trials run, and why: the configured runner, or for `auto` the faster of one
+    after another and a pool of worker processes, from the estimated length of one trial."""
+    workers = max(1, min(config.workers or cores, n_trials))
+    if config.dask_address:
+        return RunnerPlan("dask", workers, f"a running Dask cluster at {config.dask_address} (--dask-address)",
+                          config.dask_address)
+    if config.runner == "dask":
+        return RunnerPlan("dask", workers, f"a local Dask cluster of {workers} worker processes (--runner dask)")
+    if config.runner == "sequential":
+        return RunnerPlan("sequential", 1, "one after another (--runner sequential)")
+    if config.runner == "processes":
+        return RunnerPlan("processes", workers, f"a pool of {workers} worker processes (--runner processes)")
+    one_by_one = n_trials * trial_seconds
+    pooled = WORKER_START_SECONDS + math.ceil(n_trials / workers) * trial_seconds * PARALLEL_SLOWDOWN
+    if workers >= 2 and pooled < WORTH_IT * one_by_one:
+        return RunnerPlan("processes", workers, f"auto: {n_trials} trials of ~{trial_seconds:.1f} s each take "
+                          f"~{pooled:.0f} s on {workers} worker processes against ~{one_by_one:.0f} s one after another")
+    why = "one core" if workers < 2 else (f"starting worker processes (~{WORKER_START_SECONDS:.0f} s) would not pay "
+                                          f"for {n_trials} trials of ~{trial_seconds:.2f} s each")
+    return RunnerPlan("sequential", 1, f"auto: one after another; {why}")
 
 
-def train_trial(config: TrainConfig, run_id: str, experiment_id: str, tracking_uri: str) -> TrainResult:
-    """One trial, logged into its (already created, nested) MLflow run; retried as a whole."""
-    # Workers may be other processes or machines: use the sweep's store, not their own default.
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    set_tags.fn(run_id, {"trackflow.worker": f"{socket.gethostname()}:{os.getpid()}"})
-    table = load_data.fn(config.data, config.target, config.features, config.drop, config.n_samples,
-                         config.n_features, config.n_informative, config.seed, config.test_size, config.val_size)
-    splits = split_table.fn(table, config.test_size, config.val_size, config.seed)
-    result = fit_and_log(config, table, splits, run_id, experiment_id, as_tasks=False)
-    end_run.fn(run_id, "FINISHED")
-    return result
+@contextlib.contextmanager
+def trial_executor(plan: RunnerPlan) -> Iterator[object]:
+    """Where the trials' computation runs: here (None), worker processes, or Dask.
 
-
-# The task wraps a module-level function, so worker processes (Dask) get it by reference:
-# pickled by value, it would drag this module's globals along, locks included.
-run_trial = task(train_trial, name="run_trial", cache_policy=NO_CACHE)
-
-
-def task_runner_for(config: SweepConfig):
-    """Threads on this machine by default; a Dask cluster (existing or local processes) when asked."""
-    if config.uses_dask:
-        from prefect_dask import DaskTaskRunner
-
-        if config.dask_address:
-            return DaskTaskRunner(address=config.dask_address)
-        return DaskTaskRunner(
-            cluster_kwargs={"n_workers": config.workers, "threads_per_worker": 1, "processes": True,
-                            "dashboard_address": None, "host": "127.0.0.1"}
-        )
-    return ThreadPoolTaskRunner(max_workers=config.max_concurrency or os.cpu_count() or 1)
-
-
-def run_trials(runner, trials: list[TrainConfig], run_ids: list[str], experiment_id: str, retries: int) -> list[Trial]:
-    """Fan the trials out on `runner` (inside the sweep's flow run); a failure is recorded, not raised.
-
-    On Ctrl-C or SIGTERM the runner is abandoned, not shut down: its shutdown waits for the
-    trials in flight, while the command must end within seconds (it stops its workers).
+    On Ctrl-C or SIGTERM the executor is dropped without waiting for the trials in flight
+    (the command ends within seconds and stops its worker processes).
     """
-    runner.__enter__()
+    if plan.kind == "sequential":
+        yield None
+        return
+    if plan.kind == "processes":
+        # spawn: a fresh interpreter per worker; forking this one would copy Prefect's and
+        # MLflow's threads and connections into it.
+        pool = ProcessPoolExecutor(plan.workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            yield pool
+        except BaseException as exc:
+            pool.shutdown(wait=not is_interrupt(exc), cancel_futures=True)
+            raise
+        pool.shutdown()
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = None if plan.address else LocalCluster(
+        n_workers=plan.workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
+    client = Client(plan.address or cluster)
     try:
-        futures = runner.map(
-            run_trial.with_options(retries=retries, retry_delay_seconds=1),
-            {"config": trials, "run_id": run_ids, "experiment_id": unmapped(experiment_id),
-             "tracking_uri": unmapped(store.tracking_uri())},
-        )
-        out = []
-        for cfg, run_id, fut in zip(trials, run_ids, futures):
-            fut.wait()
-            value = fut.result(raise_on_failure=False)
-            if fut.state.is_completed():
-                out.append(Trial(cfg, run_id, result=value))
-            else:
-                out.append(Trial(cfg, run_id, error=f"{type(value).__name__}: {value}"))
-    except BaseException as exc:
-        if not is_interrupt(exc):
-            runner.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    runner.__exit__(None, None, None)
-    return out
+        yield client.get_executor()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def open_trials(grid: list[TrainConfig], table: Table, experiment_id: str, parent: str) -> list[Trial]:
+    """One nested RUNNING run per grid point, with its params and the dataset, before any trial starts."""
+    from flows.common import training_params
+
+    trials = []
+    for c in grid:
+        run_id = steps.start_run(experiment_id, run_name=f"trial-{c.optimizer}-lr{c.lr:g}-do{c.dropout:g}",
+                                 tags=prefect_tags() | {"trackflow.kind": "trial"}, parent_run_id=parent)
+        steps.log_params(run_id, training_params(c, table))
+        steps.log_dataset(run_id, table)
+        trials.append(Trial(c, run_id))
+    return trials
+
+
+def record_trial(trial: Trial, future, encoded: Encoded) -> None:
+    """The trial's result into its run (metrics and history in one write), or its error; the run is ended."""
+    value = future.result(raise_on_failure=False)
+    if future.state.is_completed():
+        trial.outcome = value
+        trial.evaluation = evaluate(value.proba_test, encoded.data.y_test, encoded.classes)
+        steps.log_metrics(trial.run_id, trial.evaluation.metrics | {"train_seconds": value.seconds,
+                                                                    "train_samples_per_second": value.samples_per_second},
+                          value.history)
+        steps.set_tags(trial.run_id, {"trackflow.worker": value.worker})
+        steps.end_run(trial.run_id, "FINISHED")
+    else:
+        trial.error = f"{type(value).__name__}: {value}"
+        steps.set_tags(trial.run_id, {"trackflow.error": trial.error[:5000]})
+        steps.end_run(trial.run_id, "FAILED")
+        print(f"trial {trial.label} failed: {trial.error}")
+
+
+def run_trials(plan: RunnerPlan, encoded: Encoded, trials: list[Trial]) -> None:
+    """Run the trials (task runs of this flow run) and record each as it finishes; a failure is recorded, not raised."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    runner = ThreadPoolTaskRunner(max_workers=plan.workers)  # threads that wait on the executor's trials
+    with trial_executor(plan) as executor:
+        runner.__enter__()
+        try:
+            futures = {runner.submit(steps.train_on, {"executor": executor, "data": encoded.data}
+                                     | network_args(t.config)): t for t in trials}
+            for future in as_completed(list(futures)):
+                record_trial(futures[future], future, encoded)
+        except BaseException as exc:
+            tracking.end_unfinished([t.run_id for t in trials], "KILLED" if is_interrupt(exc) else "FAILED")
+            if not is_interrupt(exc):  # an interrupt leaves the waiting threads behind: the command is ending
+                runner.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        runner.__exit__(None, None, None)
+
+
+def record_best(config: SweepConfig, result: SweepResult, encoded: Encoded, splits: Splits) -> None:
+    """The best trial's run gets the model and figures; it is registered, and promoted if it beats the champion."""
+    best, metric, base = result.best, config.metric, config.base
+    model_uri = log_model(best.run_id, encoded, best.outcome, best.evaluation, splits)
+    if not base.register_model:
+        return
+    result.model_version = steps.register_model(model_uri, base.model_name, best.run_id)
+    promo = steps.promote_if_better(base.model_name, result.model_version, metric, best.value(metric),
+                                    SWEEP_METRICS[metric], config.promote_alias)
+    result.promoted, result.promotion_reason = promo.promoted, promo.reason
+    steps.set_tags(result.run_id, {"trackflow.promotion": "promoted" if promo.promoted else "kept",
+                                   "trackflow.promotion_reason": promo.reason})
+    steps.log_metrics(result.run_id, {"candidate_value": promo.value}
+                      | ({"champion_previous_value": promo.previous_value} if promo.previous_value is not None else {}))
+    print(("Promoted" if promo.promoted else "Not promoted") + f": {promo.reason}")
+
+
+def report_sweep(config: SweepConfig, result: SweepResult) -> None:
+    """The parent run's figure, best-of metrics and params, and the Prefect table of trials."""
+    metric, ok, best = config.metric, result.ranked(), result.best
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for t in ok:
+        xs, ys = series.setdefault(f"{t.config.optimizer}, dropout {t.config.dropout:g}", ([], []))
+        xs.append(t.config.lr)
+        ys.append(t.value(metric))
+    steps.log_figures(result.run_id, {f"{metric}_vs_lr": plot_metric_vs_lr(series, metric)})
+    steps.log_metrics(result.run_id, {f"best_{metric}": best.value(metric), "n_failed": len(result.failed)}
+                      | {f"best_{k}": v for k, v in best.evaluation.metrics.items()})
+    steps.log_params(result.run_id, {"best_lr": best.config.lr, "best_optimizer": best.config.optimizer,
+                                     "best_dropout": best.config.dropout, "best_run_id": best.run_id})
+    rows = [{"rank": i + 1, "trial": t.label, "status": "ok", metric: round(t.value(metric), 4),
+             **{k: round(v, 4) for k, v in t.evaluation.metrics.items()}, "mlflow_run_id": t.run_id}
+            for i, t in enumerate(ok)]
+    rows += [{"rank": None, "trial": t.label, "status": "failed", "error": t.error, "mlflow_run_id": t.run_id}
+             for t in result.failed]
+    steps.publish_table("sweep-trials", rows, f"Trials ranked by {metric} (best first)")
+
+
+def sweep_params(config: SweepConfig, plan: RunnerPlan, n_trials: int) -> dict[str, object]:
+    return ({"lrs": json.dumps(config.lrs), "optimizers": json.dumps(config.optimizers),
+             "dropouts": json.dumps(config.dropouts), "metric": config.metric, "n_trials": n_trials,
+             "runner": plan.kind, "runner_workers": plan.workers, "runner_reason": plan.reason}
+            | {f"base_{k}": v for k, v in config.base.model_dump().items() if k not in ("lr", "optimizer", "dropout")})
 
 
 @flow(name="lr-sweep", log_prints=True)
 def sweep_pipeline(config: SweepConfig = SweepConfig()) -> SweepResult:
     """Train one nested MLflow run per grid point, pick the best by `config.metric`, promote it if it wins."""
     store.configure()
-    grid = config.trials()
-    base, metric, direction = config.base, config.metric, SWEEP_METRICS[config.metric]
-    experiment_id = ensure_experiment(base.experiment)  # once, before the fan-out
-    parent = start_run(experiment_id, run_name=f"sweep-{len(grid)}-trials", tags=prefect_tags() | {"trackflow.kind": "sweep"})
-    result = SweepResult(parent, experiment_id, metric)
+    base, grid = config.base, config.trials()
+    table = steps.load_data(**load_args(base))  # bad data stops here, before any run is made
+    splits = steps.split_table(table, base.test_size, base.val_size, base.seed)
+    encoded = steps.encode_splits(splits)  # once: every trial trains on the same arrays
+    plan = plan_runner(config, estimate_seconds(encoded.data, **network_args(base)), len(grid), os.cpu_count() or 1)
+    print(f"Trials run {plan.reason}")
+    experiment_id = steps.ensure_experiment(base.experiment)  # once, before the fan-out
+    parent = steps.start_run(experiment_id, run_name=f"sweep-{len(grid)}-trials",
+                             tags=prefect_tags() | {"trackflow.kind": "sweep"})
+    result = SweepResult(parent, experiment_id, config.metric, plan)
     with tracked(parent):
-        log_params(parent, {"lrs": json.dumps(config.lrs), "optimizers": json.dumps(config.optimizers),
-                            "dropouts": json.dumps(config.dropouts), "metric": metric, "n_trials": len(grid),
-                            "runner": "dask" if config.uses_dask else "threads"}
-                   | {f"base_{k}": v for k, v in base.model_dump().items() if k not in ("lr", "optimizer", "dropout")})
-        tags = {"trackflow.kind": "trial"} | prefect_tags()
-        run_ids = [start_run(experiment_id, run_name=f"trial-{c.optimizer}-lr{c.lr:g}-do{c.dropout:g}", tags=tags,
-                             parent_run_id=parent) for c in grid]
-        try:
-            result.trials = run_trials(task_runner_for(config), grid, run_ids, experiment_id, config.retries)
-        except BaseException as exc:
-            end_unfinished(run_ids, "KILLED" if is_interrupt(exc) else "FAILED")
-            raise
-        for run_id in run_ids:  # the trials ended their own runs
-            # (through the module: Dask workers get this flow pickled by value, and the
-            # heartbeat object holds a lock)
-            runs.heartbeat.unwatch(run_id)
-
-        for t in result.failed:
-            set_tags(t.run_id, {"trackflow.error": t.error[:5000]})
-            end_run(t.run_id, "FAILED")
-            print(f"trial {t.label} failed after {config.retries} retries: {t.error}")
-        ok = result.ranked()
-        if not ok:
+        steps.log_params(parent, sweep_params(config, plan, len(grid)))
+        steps.log_dataset(parent, table)
+        result.trials = open_trials(grid, table, experiment_id, parent)
+        run_trials(plan, encoded, result.trials)
+        if not result.ranked():
             raise RuntimeError(f"all {len(grid)} trials failed; first error: {result.trials[0].error}")
-        best = result.best = ok[0]
-
-        series: dict[str, tuple[list[float], list[float]]] = {}
-        for t in ok:
-            xs, ys = series.setdefault(f"{t.config.optimizer}, dropout {t.config.dropout:g}", ([], []))
-            xs.append(t.config.lr)
-            ys.append(metric_value(t.result, metric))
-        log_figures(parent, {f"{metric}_vs_lr": plot_metric_vs_lr(series, metric)})
-        best_value = metric_value(best.result, metric)
-        log_metrics(parent, {f"best_{metric}": best_value, "n_failed": len(result.failed)}
-                    | {f"best_{k}": v for k, v in best.result.metrics.items()})
-        log_params(parent, {"best_lr": best.config.lr, "best_optimizer": best.config.optimizer,
-                            "best_dropout": best.config.dropout, "best_run_id": best.run_id})
-
-        if base.register_model:
-            result.model_version = register_model(best.result.model_uri, base.model_name, best.run_id)
-            promo = promote_if_better(base.model_name, result.model_version, metric, best_value, direction,
-                                      config.promote_alias)
-            result.promoted, result.promotion_reason = promo.promoted, promo.reason
-            set_tags(parent, {"trackflow.promotion": "promoted" if promo.promoted else "kept",
-                              "trackflow.promotion_reason": promo.reason})
-            log_metrics(parent, {"candidate_value": promo.value}
-                        | ({"champion_previous_value": promo.previous_value} if promo.previous_value is not None else {}))
-            print(("Promoted" if promo.promoted else "Not promoted") + f": {promo.reason}")
-
-        rows = [{"rank": i + 1, "trial": t.label, "status": "ok", metric: round(metric_value(t.result, metric), 4),
-                 **{k: round(v, 4) for k, v in t.result.metrics.items()}, "mlflow_run_id": t.run_id}
-                for i, t in enumerate(ok)]
-        rows += [{"rank": None, "trial": t.label, "status": "failed", "error": t.error, "mlflow_run_id": t.run_id}
-                 for t in result.failed]
-        publish_table("sweep-trials", rows, f"Trials ranked by {metric} (best first)")
+        result.best = result.ranked()[0]
+        record_best(config, result, encoded, splits)
+        report_sweep(config, result)
     return result

@@ -1,4 +1,5 @@
-"""Training: fit the preprocessor on the training split, then the network with autograd.
+"""Training the network with autograd, on arrays; NumPy and torch only, so that a worker
+process training a sweep's trial imports nothing else (the preprocessing is tasks/data.py's).
 
 For a 10 -> 64 -> 64 -> 2 MLP at batch 32 a step's arithmetic is tiny, so per-step
 overhead decides the speed (measured in benchmarks/bench_training.py):
@@ -14,19 +15,18 @@ Autograd runs through trackflow.model.MLPClassifier as it is.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from tasks.data import Splits, build_preprocessor
 from trackflow.devices import resolve_device
 from trackflow.model import MLPClassifier
-from trackflow.classifier import FittedClassifier
 
 # Batches are gathered this many samples at a time: memory stays bounded on large
 # tables while the inner loop only slices.
@@ -42,11 +42,29 @@ class TrainedNetwork:
     samples_per_second: float
 
 
+@dataclass(frozen=True)
+class TrialData:
+    """The encoded splits a training needs, and all it is sent: arrays only."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+
+
 @dataclass
-class Fitted:
-    classifier: FittedClassifier
+class TrialOutcome:
+    """A trained network with its history and its class probabilities on the test split."""
+
+    network: MLPClassifier
     history: dict[str, list[float]]
     samples_per_second: float
+    proba_test: np.ndarray
+    seconds: float
+    worker: str = ""  # host:pid of the process that trained it
 
 
 @contextlib.contextmanager
@@ -152,29 +170,47 @@ def _dropout_mask(rng: np.random.Generator, rows: int, width: int, keep: float, 
     return torch.from_numpy(kept).to(device=device, dtype=torch.float32).mul_(1.0 / keep)
 
 
-def fit_classifier(
-    splits: Splits, *, hidden_layers: Sequence[int], dropout: float, optimizer: str, lr: float, weight_decay: float,
+def train_and_score(
+    data: TrialData, *, hidden_layers: Sequence[int], dropout: float, optimizer: str, lr: float, weight_decay: float,
     batch_size: int, epochs: int, seed: int, device: str,
-) -> Fitted:
-    """Preprocessing fitted on the training split, then the network on its output; both in one FittedClassifier."""
-    from sklearn.preprocessing import LabelEncoder
-
-    X_train = splits.X_train
-    numeric = [c for c in X_train.columns if pd.api.types.is_numeric_dtype(X_train[c])
-               and not pd.api.types.is_bool_dtype(X_train[c])]
-    categorical = [c for c in X_train.columns if c not in set(numeric)]
-    pre = build_preprocessor(numeric, categorical).fit(X_train)
-    labels = LabelEncoder().fit(pd.concat([splits.y_train, splits.y_val, splits.y_test]))
-    trained = train_network(
-        pre.transform(X_train), labels.transform(splits.y_train), pre.transform(splits.X_val),
-        labels.transform(splits.y_val), n_classes=len(labels.classes_), hidden_layers=hidden_layers, dropout=dropout,
-        optimizer=optimizer, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, seed=seed,
-        device=device,
-    )
-    classifier = FittedClassifier(pre, trained.model, [_plain(c) for c in labels.classes_], list(X_train.columns))
-    return Fitted(classifier, trained.history, trained.samples_per_second)
+) -> TrialOutcome:
+    """One training (a run, or one trial of a sweep): the network, its history, its test-split probabilities."""
+    start = time.perf_counter()
+    trained = train_network(data.X_train, data.y_train, data.X_val, data.y_val, n_classes=data.n_classes,
+                            hidden_layers=hidden_layers, dropout=dropout, optimizer=optimizer, lr=lr,
+                            weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, seed=seed, device=device)
+    with torch.no_grad():
+        x = torch.tensor(data.X_test)
+        proba = torch.cat([torch.softmax(trained.model(x[i : i + 65_536]), 1) for i in range(0, len(x), 65_536)])
+    return TrialOutcome(trained.model, trained.history, trained.samples_per_second, proba.numpy(),
+                        time.perf_counter() - start, f"{socket.gethostname()}:{os.getpid()}")
 
 
-def _plain(value):
-    """numpy scalars as Python values (class names go to JSON)."""
-    return value.item() if hasattr(value, "item") else value
+def train_on(
+    executor, data: TrialData, *, hidden_layers: Sequence[int], dropout: float, optimizer: str, lr: float,
+    weight_decay: float, batch_size: int, epochs: int, seed: int, device: str,
+) -> TrialOutcome:
+    """train_and_score, run by `executor` (a concurrent.futures Executor: worker processes, Dask) or here (None)."""
+    knobs = dict(hidden_layers=hidden_layers, dropout=dropout, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                 batch_size=batch_size, epochs=epochs, seed=seed, device=device)
+    if executor is None:
+        return train_and_score(data, **knobs)
+    return executor.submit(train_and_score, data, **knobs).result()
+
+
+def _head(data: TrialData, rows: int) -> TrialData:
+    return TrialData(data.X_train[:rows], data.y_train[:rows], data.X_val[:rows], data.y_val[:rows],
+                     data.X_test[:rows], data.y_test[:rows], data.n_classes)
+
+
+def estimate_seconds(
+    data: TrialData, *, hidden_layers: Sequence[int], dropout: float, optimizer: str, lr: float, weight_decay: float,
+    batch_size: int, epochs: int, seed: int, device: str, sample_rows: int = 4096,
+) -> float:
+    """How long one training on `data` will take here: a one-epoch fit on a slice of it, timed and scaled up."""
+    rows = min(sample_rows, len(data.y_train))
+    knobs = dict(hidden_layers=hidden_layers, dropout=dropout, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                 batch_size=batch_size, seed=seed, device=device)
+    train_and_score(_head(data, 64), epochs=1, **knobs)  # first-call costs out of the timing
+    timed = train_and_score(_head(data, rows), epochs=1, **knobs)
+    return timed.seconds / rows * len(data.y_train) * epochs

@@ -1,15 +1,19 @@
-"""The learning-rate sweep: grid, nested runs under concurrency, promotion, failures, Dask."""
+"""The learning-rate sweep: the grid, the runner plan, what each run holds, promotion, failures, worker processes."""
 
+import functools
 import os
 import time
 
 import pytest
 from prefect import task
 
-import flows.train as train_flow
-from flows.sweep import sweep_pipeline
+import flows.steps as steps
+from flows.sweep import RunnerPlan, plan_runner, sweep_pipeline
 from tasks.registry import is_better
+from tasks.training import train_on
 from trackflow.config import SweepConfig, TrainConfig
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 BASE = TrainConfig(n_samples=300, epochs=2)
 
@@ -24,7 +28,7 @@ def test_grid_is_the_product_in_order_without_duplicates():
     assert len(grid) == 2 * 2 * 2
     assert [(c.optimizer, c.dropout, c.lr) for c in grid[:3]] == [("adam", 0.0, 0.1), ("adam", 0.0, 0.01), ("adam", 0.5, 0.1)]
     assert all(c.epochs == 2 and c.n_samples == 300 for c in grid)
-    assert SweepConfig().trials()[0].lr == 0.001 and [c.lr for c in SweepConfig().trials()] == [0.001, 0.01, 0.1]
+    assert [c.lr for c in SweepConfig().trials()] == [0.001, 0.01, 0.1]
 
 
 @pytest.mark.parametrize(
@@ -36,6 +40,9 @@ def test_grid_is_the_product_in_order_without_duplicates():
         ({"metric": "test_accuracy"}, "metric"),
         ({"dask_address": "localhost:8786"}, "tcp://HOST:PORT"),
         ({"dask_address": "tcp://127.0.0.1:8786", "workers": 2}, "not both"),
+        ({"dask_address": "tcp://127.0.0.1:8786", "runner": "processes"}, "does not go with runner 'processes'"),
+        ({"workers": 2, "runner": "sequential"}, "does not go with runner 'sequential'"),
+        ({"runner": "threads"}, "runner"),
     ],
 )
 def test_bad_sweep_configs(kw, message):
@@ -50,32 +57,67 @@ def test_is_better_respects_direction():
         is_better(1, 2, "up")
 
 
+@pytest.mark.parametrize(
+    "kw, seconds, trials, cores, kind, workers, says",
+    [
+        ({}, 0.1, 3, 2, "sequential", 1, "would not pay for 3 trials of ~0.10 s"),
+        ({}, 15.0, 8, 2, "processes", 2, "8 trials of ~15.0 s each take ~82 s on 2 worker processes against ~120 s"),
+        ({}, 15.0, 8, 1, "sequential", 1, "one core"),
+        ({}, 3.0, 2, 2, "sequential", 1, "would not pay"),
+        ({"workers": 4}, 30.0, 2, 8, "processes", 2, "on 2 worker processes"),  # never more workers than trials
+        ({"runner": "processes"}, 0.1, 3, 2, "processes", 2, "--runner processes"),
+        ({"runner": "sequential"}, 60.0, 8, 2, "sequential", 1, "--runner sequential"),
+        ({"runner": "dask", "workers": 2}, 0.1, 8, 2, "dask", 2, "local Dask cluster of 2"),
+        ({"dask_address": "tcp://10.0.0.1:8786"}, 0.1, 8, 2, "dask", 2, "running Dask cluster at tcp://10.0.0.1:8786"),
+    ],
+)
+def test_the_runner_plan(kw, seconds, trials, cores, kind, workers, says):
+    plan = plan_runner(sweep(**kw), seconds, trials, cores)
+    assert (plan.kind, plan.workers) == (kind, workers) and says in plan.reason
+
+
 def children(client, parent_run_id):
     exp = client.get_run(parent_run_id).info.experiment_id
     return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
-def test_sweep_nests_ranks_registers_and_promotes(client):
+def logged_models(client, run):
+    return list(client.search_logged_models([run.info.experiment_id],
+                                            filter_string=f"source_run_id = '{run.info.run_id}'"))
+
+
+def test_each_trial_holds_its_comparison_and_only_the_best_holds_the_model(client):
     res = sweep_pipeline(sweep(lrs=[0.0001, 0.01, 0.05]))
     parent = client.get_run(res.run_id)
     assert parent.info.status == "FINISHED"
     kids = children(client, res.run_id)
     assert sorted(float(r.data.params["lr"]) for r in kids) == [0.0001, 0.01, 0.05]
-    assert all(r.info.status == "FINISHED" for r in kids)
-    # same params and metric names as a plain training run
-    assert set(kids[0].data.params) >= set(train_flow.LOGGED_PARAMS)
-    assert set(kids[0].data.metrics) >= {"train_loss", "val_loss", "val_accuracy", "test_accuracy", "test_roc_auc"}
-
     vals = {r.info.run_id: r.data.metrics["val_accuracy"] for r in kids}
-    best_run = max(vals, key=vals.get)
-    assert res.best.run_id == best_run and parent.data.params["best_run_id"] == best_run
-    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(vals[best_run])
+    best_id = max(vals, key=vals.get)
+    for run in kids:  # every trial: params, per-epoch curves, test metrics, the dataset, tags
+        assert run.info.status == "FINISHED"
+        assert {"lr", "optimizer", "dropout", "epochs", "data", "features", "hidden_layers"} <= set(run.data.params)
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2]
+        assert {"test_accuracy", "test_roc_auc", "train_loss", "val_accuracy"} <= set(run.data.metrics)
+        assert len(run.inputs.dataset_inputs) == 1
+        assert run.data.tags["trackflow.kind"] == "trial" and run.data.tags["prefect.flow_run_id"]
+        assert run.data.tags["trackflow.worker"] == f"{os.uname().nodename}:{os.getpid()}"  # ran in this process
+        plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        if run.info.run_id == best_id:  # the best alone: the model and its figures
+            assert plots == {"plots/loss_curves.png", "plots/confusion_matrix.png", "plots/roc_curve.png"}
+            assert len(logged_models(client, run)) == 1
+        else:
+            assert plots == set() and logged_models(client, run) == []
+    assert res.best.run_id == best_id and parent.data.params["best_run_id"] == best_id
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(vals[best_id])
     assert {a.path for a in client.list_artifacts(res.run_id, "plots")} == {"plots/val_accuracy_vs_lr.png"}
-    assert parent.data.params["lrs"] == "[0.0001, 0.01, 0.05]"
-
-    champion = client.get_model_version_by_alias("classifier", "champion")
-    assert champion.run_id == best_run and res.promoted
+    [version] = client.search_model_versions("name='classifier'")
+    assert version.run_id == best_id  # the registered version is the best trial's own model
+    assert client.get_model_version_by_alias("classifier", "champion").version == version.version and res.promoted
     assert parent.data.tags["trackflow.promotion"] == "promoted"
+    # the default runner's choice, and why
+    assert parent.data.params["runner"] == "sequential"
+    assert parent.data.params["runner_reason"].startswith("auto: one after another")
 
 
 def test_metric_option_changes_the_ranking(client):
@@ -91,7 +133,7 @@ def test_champion_is_replaced_when_beaten_and_kept_otherwise(client):
     weak = sweep_pipeline(sweep(lrs=[0.00001]))
     assert weak.promoted and weak.model_version == "1"
     strong = sweep_pipeline(sweep(lrs=[0.01]))
-    assert strong.best.result.history["val_accuracy"][-1] > weak.best.result.history["val_accuracy"][-1]
+    assert strong.best.value("val_accuracy") > weak.best.value("val_accuracy")
     assert strong.promoted and strong.model_version == "2"
     assert str(client.get_model_version_by_alias("classifier", "champion").version) == "2"
     again = sweep_pipeline(sweep(lrs=[0.00001]))
@@ -102,20 +144,16 @@ def test_champion_is_replaced_when_beaten_and_kept_otherwise(client):
     assert parent.data.metrics["champion_previous_value"] > parent.data.metrics["candidate_value"]
 
 
-def test_a_failing_trial_is_retried_then_recorded_and_the_rest_finish(client, monkeypatch):
-    calls = []
-    real = train_flow.fit_classifier
-
+def test_a_failing_trial_is_recorded_and_the_rest_finish(client, monkeypatch):
     @task
-    def flaky_fit(splits, **knobs):
+    @functools.wraps(train_on)  # the runner checks parameters against the signature
+    def flaky(executor, data, **knobs):
         if knobs["lr"] == 0.01:
-            calls.append(knobs["lr"])
             raise RuntimeError("simulated trial failure")
-        return real.fn(splits, **knobs)
+        return train_on(executor, data, **knobs)
 
-    monkeypatch.setattr(train_flow, "fit_classifier", flaky_fit)
-    res = sweep_pipeline(sweep(lrs=[0.001, 0.01, 0.1], retries=2))
-    assert len(calls) == 3, res.failed  # one try + two retries
+    monkeypatch.setattr(steps, "train_on", flaky)
+    res = sweep_pipeline(sweep(lrs=[0.001, 0.01, 0.1]))
     assert [t.config.lr for t in res.failed] == [0.01]
     by_lr = {float(r.data.params["lr"]): r for r in children(client, res.run_id)}
     assert by_lr[0.01].info.status == "FAILED"
@@ -134,7 +172,7 @@ def test_trials_are_task_runs_of_the_sweep_flow_run(client):
     api = PREFECT_API_URL.value()
     subflows = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}})
     assert subflows.json() == []
-    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "task_runs": {"name": {"like_": "run_trial"}}}
+    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "task_runs": {"name": {"like_": "train_trial"}}}
     for _ in range(50):  # task runs reach the server as events: give it a moment
         trials = httpx.post(f"{api}/task_runs/filter", json=body).json()
         if len(trials) == 2 and all(t["state_type"] == "COMPLETED" for t in trials):
@@ -144,23 +182,16 @@ def test_trials_are_task_runs_of_the_sweep_flow_run(client):
 
 
 @pytest.mark.slow
-def test_eight_concurrent_trials_on_sqlite_stay_parented(client):
-    lrs = [0.001 * (i + 1) for i in range(8)]
-    res = sweep_pipeline(sweep(lrs=lrs, max_concurrency=8))
+@pytest.mark.parametrize("runner", ["processes", "dask"])
+def test_trials_on_two_worker_processes(client, runner):
+    lrs = [0.001, 0.003, 0.01, 0.03]
+    res = sweep_pipeline(sweep(lrs=lrs, runner=runner, workers=2))
     assert not res.failed, [t.error for t in res.failed]
-    kids = children(client, res.run_id)
-    assert len(kids) == 8 and all(r.info.status == "FINISHED" for r in kids)
-    assert sorted(float(r.data.params["lr"]) for r in kids) == pytest.approx(lrs)
-    assert all(len(client.get_metric_history(r.info.run_id, "val_loss")) == 2 for r in kids)
-
-
-@pytest.mark.slow
-def test_sweep_on_a_local_dask_cluster_uses_both_worker_processes(client):
-    res = sweep_pipeline(sweep(lrs=[0.001, 0.003, 0.01, 0.03], workers=2))
-    assert not res.failed, [t.error for t in res.failed]
+    assert res.plan == RunnerPlan(runner, 2, res.plan.reason)
     kids = children(client, res.run_id)
     assert len(kids) == 4 and all(r.info.status == "FINISHED" for r in kids)
     workers = {r.data.tags["trackflow.worker"] for r in kids}
-    assert len(workers) == 2
-    assert all(not w.endswith(f":{os.getpid()}") for w in workers)
-    assert client.get_run(res.run_id).data.params["runner"] == "dask"
+    assert len(workers) == 2 and all(not w.endswith(f":{os.getpid()}") for w in workers)
+    assert client.get_run(res.run_id).data.params["runner"] == runner
+    [version] = client.search_model_versions("name='classifier'")
+    assert version.run_id == res.best.run_id
