@@ -71,6 +71,14 @@ def _run(flow, config):
         raise UsageError(str(exc)) from None
 
 
+def _exit_code(command: str, failed: int, total: int, what: str) -> int:
+    """0, or 1 with one line on stderr when some of the job's `what` failed (the rest finished)."""
+    if failed:
+        print(f"trackflow {command}: {failed} of {total} {what} failed", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
     """Before any work: options that do not go with --data, and the whole table checked (the flow reuses it)."""
     if not config.data:
@@ -125,10 +133,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"Best registered as models:/{base.model_name}/{result.model_version}; {result.promotion_reason}")
     print(f"MLflow parent run: {result.run_id} (experiment {base.experiment!r})")
     print(f"Open it:           make ui, then {store.run_url(store.tracking_uri(), result.experiment_id, result.run_id)}")
-    if result.failed:
-        print(f"trackflow sweep: {len(result.failed)} of {len(result.trials)} trials failed", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    return _exit_code("sweep", len(result.failed), len(result.trials), "trials")
 
 
 def _input_errors() -> tuple[type[Exception], ...]:
@@ -174,10 +179,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         print(f"  ... and {result.n_failed - len(result.failures)} more")
     print(f"Results:    {result.out_dir}/results.jsonl (and results.csv)")
     print(f"MLflow run: {result.run_id} (experiment {config.experiment!r}); open it: make ui, then {result.run_url}")
-    if result.n_failed:
-        print(f"trackflow infer {args.kind}: {result.n_failed} of {result.n_inputs} inputs failed", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    return _exit_code(f"infer {args.kind}", result.n_failed, result.n_inputs, "inputs")
 
 
 def cmd_models_tiny(args: argparse.Namespace) -> int:

@@ -97,6 +97,7 @@ def test_bad_text_inputs_never_stop_the_batch(tmp_path, tiny_models):
     out = tmp_path / "out"
     p = run_cli("infer", "text", d, "--out", out, "--model", tiny_models["text"], "--max-new-tokens", "4")
     assert p.returncode == 1, p.stderr
+    assert p.stderr.splitlines()[-1] == "trackflow infer text: 6 of 8 inputs failed"
     recs = by_key(records(out))
     status = {k: r["status"] for k, r in recs.items()}
     assert status == {"good.txt": "ok", "lines.jsonl:1": "ok", "empty.txt": "error", "latin1.txt": "error",

@@ -222,24 +222,21 @@ def test_two_jobs_at_once_each_report_to_their_own_server(tmp_path, own_server_e
 # --------------------------------------------------------------------------- unreachable servers
 
 
-def test_an_unreachable_tracking_server_fails_at_once_naming_it(own_server_env):
-    uri = f"http://user:secret@127.0.0.1:{free_port()}"
+@pytest.mark.parametrize("var, address, says, hint", [
+    ("MLFLOW_TRACKING_URI", "http://user:secret@127.0.0.1:{port}", "MLflow tracking server http://127.0.0.1:{port} ",
+     "connection refused"),
+    ("PREFECT_API_URL", "http://127.0.0.1:{port}/api", "Prefect API http://127.0.0.1:{port}/api did not answer",
+     "make server"),
+], ids=["tracking-server", "prefect-api"])
+def test_an_unreachable_server_fails_at_once_naming_it(own_server_env, var, address, says, hint):
+    port = free_port()
     t0 = time.monotonic()
-    p = P.run(("train",), own_server_env | {"MLFLOW_TRACKING_URI": uri}, timeout=120)
+    p = P.run(("train",), own_server_env | {var: address.format(port=port)}, timeout=120)
     assert p.returncode == 1
     assert time.monotonic() - t0 < 30
-    [line] = p.stderr.strip().splitlines()
-    assert line.startswith(f"trackflow train: MLflow tracking server http://127.0.0.1:{uri.rsplit(':', 1)[1]} ")
-    assert "connection refused" in line and "secret" not in p.stdout + p.stderr
-
-
-def test_an_unreachable_prefect_api_fails_at_once_naming_it(own_server_env):
-    url = f"http://127.0.0.1:{free_port()}/api"
-    t0 = time.monotonic()
-    p = P.run(("train",), own_server_env | {"PREFECT_API_URL": url}, timeout=120)
-    assert p.returncode == 1
-    assert time.monotonic() - t0 < 30
-    assert f"trackflow train: Prefect API {url} did not answer" in p.stderr and "make server" in p.stderr
+    [line] = [x for x in p.stderr.splitlines() if x.startswith("trackflow train: ")]
+    assert line.startswith(f"trackflow train: {says.format(port=port)}") and hint in line
+    assert "secret" not in p.stdout + p.stderr
 
 
 # --------------------------------------------------------------------------- the model, before any work
