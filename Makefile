@@ -49,7 +49,7 @@ test-fast: $(STAMP) ## Run the unit layer (no servers; well under a minute)
 ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:5000, or MLFLOW_PORT (trackflow ui)
 	$(BIN)/trackflow ui $(if $(MLFLOW_PORT),--port $(MLFLOW_PORT))
 
-server: $(STAMP) ## Prefect server (API + UI) on http://127.0.0.1:$(PREFECT_PORT); its database is in ~/.prefect
+server: $(STAMP) ## Prefect server (API + UI) on http://127.0.0.1:4200, or PREFECT_PORT; its database is in ~/.prefect
 	$(QUIET) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 # These talk to a running server: PREFECT_API_URL from the environment, else `make server`'s.
