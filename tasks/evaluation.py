@@ -1,13 +1,10 @@
-"""Evaluation: test-set metrics of a fitted classifier, binary or multiclass."""
+"""Evaluation: held-out metrics from class probabilities, binary or multiclass."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-
-from trackflow.classifier import FittedClassifier
 
 
 @dataclass(frozen=True)
@@ -49,10 +46,3 @@ def evaluate(proba: np.ndarray, y_true: np.ndarray, classes: list) -> Evaluation
         raise ValueError("test split is empty; add rows or raise --test-size")
     confusion = confusion_matrix(y_true, proba.argmax(1), labels=list(range(len(classes))))
     return Evaluation(classification_metrics(y_true, proba), list(classes), np.asarray(y_true), proba, confusion)
-
-
-def evaluate_classifier(classifier: FittedClassifier, X: pd.DataFrame, y: pd.Series) -> Evaluation:
-    """As `evaluate`, for a fitted classifier and raw rows with their labels."""
-    index = {c: i for i, c in enumerate(classifier.classes)}
-    y_true = np.array([index[c] for c in y.map(lambda v: v.item() if hasattr(v, "item") else v)])
-    return evaluate(classifier.predict_proba(X), y_true, classifier.classes)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tasks.data import classifier_from, encode_splits, generate_table, load_table, split_table
-from tasks.evaluation import evaluate, evaluate_classifier
+from tasks.evaluation import evaluate
 from tasks.training import train_and_score, train_network
 from tests.helpers.tables import wine_frame, write
 from trackflow.config import TrainConfig
@@ -68,7 +68,7 @@ def test_a_real_multiclass_table_with_categories_and_gaps(tmp_path):
     s = split_table(table, 0.2, 0.1, 0)
     encoded, outcome = fit(s, epochs=40, hidden_layers=[32])
     classifier = classifier_from(encoded, outcome)
-    ev = evaluate_classifier(classifier, s.X_test, s.y_test)
+    ev = evaluate(outcome.proba_test, encoded.data.y_test, encoded.classes)
     assert ev.metrics["test_accuracy"] >= 0.9 and ev.metrics["test_roc_auc_ovr"] >= 0.95
     # the served model's predictions on raw rows are the training's own test probabilities
     np.testing.assert_allclose(classifier.predict_proba(s.X_test), outcome.proba_test, rtol=1e-5, atol=1e-6)
