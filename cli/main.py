@@ -42,15 +42,21 @@ def _settle_heap() -> None:
     gc.enable()
 
 
-def _prepare_store() -> str:
-    """Before any work: the MLflow store exists and answers, and runs left RUNNING by dead commands are ended."""
+def _reap(stale_after: float) -> tuple[str, list]:
+    """The store made ready and probed, and runs left RUNNING by dead processes ended: (its URI, those runs)."""
+    from mlflow import MlflowClient
+
     from trackflow.runs import reap_dead_runs
 
     uri = store.configure()
     store.check_reachable(uri)
-    from mlflow import MlflowClient
+    return uri, reap_dead_runs(MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri)), stale_after)
 
-    for r in reap_dead_runs(MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri))):
+
+def _prepare_store() -> str:
+    """Before any work: the MLflow store exists and answers, and runs left RUNNING by dead commands are ended."""
+    uri, reaped = _reap(STALE_AFTER)
+    for r in reaped:
         print(f"trackflow: marked run {r.run_name!r} ({r.run_id}) KILLED: {r.reason}", file=sys.stderr)
     return uri
 
@@ -229,13 +235,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_reap(args: argparse.Namespace) -> int:
-    from mlflow import MlflowClient
-
-    from trackflow.runs import reap_dead_runs
-
-    uri = store.configure()
-    store.check_reachable(uri)
-    reaped = reap_dead_runs(MlflowClient(tracking_uri=uri), stale_after=args.stale_after * 60)
+    uri, reaped = _reap(args.stale_after * 60)
     for r in reaped:
         print(f"KILLED {r.run_id} ({r.run_name}, experiment {r.experiment_id}): {r.reason}")
     print(f"{len(reaped)} run(s) left RUNNING by a dead process marked KILLED in {store.redact(uri)}")

@@ -29,7 +29,7 @@ from prefect import flow
 from prefect.futures import as_completed
 
 from flows import steps
-from flows.common import load_args, log_model, network_args, prefect_tags, tracked
+from flows.common import load_args, log_model, network_args, prefect_tags, tracked, training_params
 from tasks import tracking
 from tasks.data import Encoded, Splits, Table
 from tasks.evaluation import Evaluation, evaluate
@@ -154,8 +154,6 @@ def trial_executor(plan: RunnerPlan) -> Iterator[object]:
 
 def open_trials(grid: list[TrainConfig], table: Table, experiment_id: str, parent: str) -> list[Trial]:
     """One nested RUNNING run per grid point, with its params and the dataset, before any trial starts."""
-    from flows.common import training_params
-
     trials = []
     for c in grid:
         run_id = steps.start_run(experiment_id, run_name=f"trial-{c.optimizer}-lr{c.lr:g}-do{c.dropout:g}",

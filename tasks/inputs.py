@@ -168,6 +168,10 @@ def _check_folder(root: Path) -> None:
         raise InputFolderError(f"input {str(root)!r} is a file, not a folder; pass the folder that holds it")
 
 
+def _nothing_matches(root: Path, pattern: str) -> InputFolderError:
+    return InputFolderError(f"input folder {str(root)!r} has no files matching {pattern!r}; add files or change --glob")
+
+
 def check_input_dir(in_dir: str | Path, pattern: str, exclude: str | Path | None, allow_empty: bool) -> bool:
     """Raise InputFolderError naming the folder when there is nothing to process; stops at the first input.
 
@@ -179,7 +183,7 @@ def check_input_dir(in_dir: str | Path, pattern: str, exclude: str | Path | None
     if next(iter_files(root, pattern, exclude), None) is None:
         if allow_empty:
             return True
-        raise InputFolderError(f"input folder {str(root)!r} has no files matching {pattern!r}; add files or change --glob")
+        raise _nothing_matches(root, pattern)
     return False
 
 
@@ -352,7 +356,7 @@ def list_inputs(in_dir: str | Path, pattern: str, exclude: str | Path | None, al
     _check_folder(root)
     files = [escape_name(p.relative_to(root).as_posix()) for p in iter_files(root, pattern, exclude)]
     if not files and not allow_empty:
-        raise InputFolderError(f"input folder {str(root)!r} has no files matching {pattern!r}; add files or change --glob")
+        raise _nothing_matches(root, pattern)
     return files
 
 
