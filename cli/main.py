@@ -21,7 +21,8 @@ from cli import signals
 from cli.options import UsageError, option_name, add_model_options, build_config
 from trackflow import store, telemetry
 from trackflow.runs import STALE_AFTER
-from trackflow.config import GENERATED_FIELDS, AudioInferConfig, SweepConfig, TextInferConfig, TrainConfig
+from trackflow.config import (GENERATED_FIELDS, AudioInferConfig, PruneConfig, SweepConfig, TextInferConfig,
+                              TrainConfig)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -315,24 +316,27 @@ def cmd_runs_prune(args: argparse.Namespace) -> int:
     from cli.views import experiment_ids, human_size
     from trackflow.retention import plan_prune, prune
 
-    uri, _ = _reap(STALE_AFTER)  # runs of dead commands end KILLED first, so they can go too
+    config = build_config(PruneConfig, args)
+    uri = _prepare_store()  # runs of dead commands end KILLED first, so that they can go too
     client = MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri))
-    plan = plan_prune(client, args.older_than, experiment_ids(client, args.experiment))
+    plan = plan_prune(client, config.older_than, experiment_ids(client, config.experiment))
     for d in plan.doomed:
         print(f"  {d.run_id}  {d.run_name:<32} {d.experiment:<16} {_day(d.start_time)}  {d.status:<8} "
               f"{human_size(d.bytes)}")
     kept = "".join(f"; kept {n}: {why}" for why, n in plan.kept.items())
-    what = f"{len(plan.doomed)} run(s) started over {args.older_than:g} days ago, {_mb(plan.bytes)} of artifacts"
+    what = f"{len(plan.doomed)} run(s) started over {config.older_than:g} days ago, {_mb(plan.bytes)} of artifacts"
     if not args.yes:
         print(f"Would delete {what}, and their {len(plan.flow_run_ids)} Prefect flow run(s){kept}. "
               "Nothing deleted: rerun with --yes.")
         return EXIT_OK
     runs, freed = prune(client, plan)
     flows = 0
-    if plan.flow_run_ids:
-        from cli.prefect_api import delete_flow_runs, prefect_api
+    if plan.flow_run_ids or _flow_runs_to_crash:
+        from cli.prefect_api import prefect_api
+        from flows.prune import delete_flow_runs
 
         with prefect_api():
+            _crash_reaped_flow_runs()
             flows = delete_flow_runs(plan.flow_run_ids)
     print(f"Deleted {runs} run(s) and {_mb(freed)} of artifacts from {store.redact(uri)}, "
           f"and {flows} Prefect flow run(s){kept}")
@@ -355,16 +359,6 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1 (got {text!r})")
     return int(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of days >= 0 (got {text!r})")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -442,9 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "model version comes from (aliases included), or a sweep with such a trial. "
                                     "The results logs of inference jobs (your --out folders) are not touched. "
                                     "Without --yes, only lists what would go.")
-    p.add_argument("--older-than", type=_positive_float, required=True, metavar="DAYS",
-                   help="Age (days since the run started) beyond which runs go.")
-    p.add_argument("--experiment", metavar="NAME", help="Only this experiment (default: all).")
+    add_model_options(p, PruneConfig)
     p.add_argument("--yes", action="store_true", help="Delete (without it, only list).")
     p.set_defaults(func=cmd_runs_prune)
 

@@ -217,18 +217,3 @@ def crash_flow_runs(reasons: dict[str, str]) -> list[str]:
             changed.append(flow_run_id)
     return changed
 
-
-def delete_flow_runs(ids: list[str]) -> int:
-    """Delete these flow runs (and their task runs) inside `prefect_api()`; returns how many."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    deleted = 0
-    with get_client(sync_client=True) as client:
-        for flow_run_id in ids:
-            try:
-                client.delete_flow_run(UUID(flow_run_id))
-                deleted += 1
-            except ObjectNotFound:
-                pass
-    return deleted

@@ -57,13 +57,12 @@ def _fmt(v) -> str:
 
 def experiment_ids(c, name: str | None) -> list[str]:
     """The named experiment's id, or every active experiment's; an unknown name is a usage error."""
-    if name is None:
-        return [e.experiment_id for e in c.search_experiments()]
-    exp = c.get_experiment_by_name(name)
-    if exp is None:
-        known = ", ".join(sorted(e.name for e in c.search_experiments())) or "none yet"
-        raise UsageError(f"no experiment {name!r} in {store.redact(store.tracking_uri())} (experiments: {known})")
-    return [exp.experiment_id]
+    from trackflow.retention import experiment_ids as ids
+
+    try:
+        return ids(c, name)
+    except LookupError as exc:
+        raise UsageError(str(exc.args[0])) from None
 
 
 def versions_by_run(c) -> dict[str, list]:

@@ -54,6 +54,17 @@ class Plan:
         return sorted({d.flow_run_id for d in self.doomed if d.flow_run_id})
 
 
+def experiment_ids(client, name: str | None) -> list[str]:
+    """The named experiment's id, or every active experiment's; LookupError naming the known ones if unknown."""
+    if name is None:
+        return [e.experiment_id for e in client.search_experiments()]
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        known = ", ".join(sorted(e.name for e in client.search_experiments())) or "none yet"
+        raise LookupError(f"no experiment {name!r} in the store (experiments: {known})")
+    return [exp.experiment_id]
+
+
 def artifact_bytes(uri: str) -> int:
     """Total size of the files under an artifact URI (0 when there are none)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository

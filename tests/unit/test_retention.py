@@ -138,7 +138,6 @@ def test_prune_refuses_an_unknown_experiment_and_a_bad_age(capsys):
     assert main(["runs", "prune", "--older-than", "30", "--experiment", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no experiment 'nope'" in err[0]
-    with pytest.raises(SystemExit) as exc:
-        main(["runs", "prune", "--older-than", "-3"])
-    assert exc.value.code == 2
-    assert "expected a number of days >= 0 (got '-3')" in capsys.readouterr().err
+    assert main(["runs", "prune", "--older-than", "-3"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "trackflow runs: invalid arguments:", "  --older-than: Input should be greater than or equal to 0 (got -3.0)"]
