@@ -313,18 +313,17 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_runs_prune(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
 
-    from cli.views import experiment_ids, human_size
+    from cli.views import experiment_ids, prune_lines, sized
     from trackflow.retention import plan_prune, prune
 
     config = build_config(PruneConfig, args)
     uri = _prepare_store()  # runs of dead commands end KILLED first, so that they can go too
     client = MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri))
     plan = plan_prune(client, config.older_than, experiment_ids(client, config.experiment))
-    for d in plan.doomed:
-        print(f"  {d.run_id}  {d.run_name:<32} {d.experiment:<16} {_day(d.start_time)}  {d.status:<8} "
-              f"{human_size(d.bytes)}")
+    for line in prune_lines(plan):
+        print(line)
     kept = "".join(f"; kept {n}: {why}" for why, n in plan.kept.items())
-    what = f"{len(plan.doomed)} run(s) started over {config.older_than:g} days ago, {_mb(plan.bytes)} of artifacts"
+    what = f"{len(plan.doomed)} run(s) started over {config.older_than:g} days ago, {sized(plan.bytes)} of artifacts"
     if not args.yes:
         print(f"Would delete {what}, and their {len(plan.flow_run_ids)} Prefect flow run(s){kept}. "
               "Nothing deleted: rerun with --yes.")
@@ -338,21 +337,9 @@ def cmd_runs_prune(args: argparse.Namespace) -> int:
         with prefect_api():
             _crash_reaped_flow_runs()
             flows = delete_flow_runs(plan.flow_run_ids)
-    print(f"Deleted {runs} run(s) and {_mb(freed)} of artifacts from {store.redact(uri)}, "
+    print(f"Deleted {runs} run(s) and {sized(freed)} of artifacts from {store.redact(uri)}, "
           f"and {flows} Prefect flow run(s){kept}")
     return EXIT_OK
-
-
-def _day(ms: int) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d", time.localtime(ms / 1000))
-
-
-def _mb(n: int) -> str:
-    from cli.views import human_size
-
-    return f"{human_size(n)} ({n} bytes)"
 
 
 def _positive_int(text: str) -> int:

@@ -51,6 +51,16 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
+def sized(n: int) -> str:
+    return f"{human_size(n)} ({n} bytes)"
+
+
+def prune_lines(plan) -> list[str]:
+    """One line per run `trackflow runs prune` would delete."""
+    return [f"  {d.run_id}  {d.run_name or '':<32} {d.experiment:<16} {_when(d.start_time)[:10]}  {d.status:<8} "
+            f"{human_size(d.bytes)}" for d in plan.doomed]
+
+
 def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) and not v.is_integer() else f"{v:g}" if isinstance(v, float) else str(v)
 
