@@ -29,8 +29,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from uuid import UUID
 from pathlib import Path
+from uuid import UUID
 
 from trackflow.store import redact
 
@@ -160,15 +160,13 @@ def link_line(url: str, one_off: bool) -> str:
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str]:
     """Yield the API URL this command reports to, for the duration of the block."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_UI_URL, temporary_settings
 
     url = configured_api()
     if url:
         check_reachable(url)
         yield url
         return
-    from prefect.settings import PREFECT_UI_URL
-
     from cli import signals
 
     proc, url = start_server(Path(PREFECT_HOME.value()))

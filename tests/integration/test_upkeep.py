@@ -202,3 +202,23 @@ def test_prune_through_an_mlflow_tracking_server_deletes_the_artifacts_it_serves
         assert [p.name for p in artifacts.rglob("*") if p.is_file()] == ["b.txt"]
         assert c.get_run(old).info.lifecycle_stage == "deleted"  # the server's `mlflow gc` removes the record
         assert c.get_run(keep).info.lifecycle_stage == "active"
+
+
+# --------------------------------------------------------------------------- terminal views
+
+
+def test_runs_show_ranks_a_real_sweeps_trials_as_the_sweep_did(client, mlflow_store):
+    p = P.run(("sweep", "--n-samples", "300", "--epochs", "3", "--lrs", "0.001,0.01,0.1", "--metric", "val_loss",
+               "--runner", "sequential", "--no-register-model"), cli_env())
+    assert p.returncode == 0, p.stderr[-3000:]
+    swept = re.findall(r"^  \S+ +val_loss (\S+) .* run ([0-9a-f]{32})$", p.stdout, re.M)
+    assert len(swept) == 3
+    parent = re.search(r"MLflow parent run: ([0-9a-f]{32})", p.stdout).group(1)
+
+    shown = P.run(("runs", "show", parent), cli_env(COLUMNS="250"))
+    assert shown.returncode == 0, shown.stderr
+    assert "Trials ranked by val_loss" in shown.stdout
+    order = [m.group(1) for m in re.finditer(r"([0-9a-f]{32})", shown.stdout.split("Trials ranked by")[1])]
+    assert order == [run_id for _, run_id in swept]
+    for value, run_id in swept:  # the values the sweep printed, on the same rows
+        assert any(run_id in line and value in line for line in shown.stdout.splitlines())
