@@ -15,7 +15,7 @@ from rich.table import Table
 from cli.options import UsageError
 from trackflow import store
 from trackflow.config import SWEEP_METRICS
-from trackflow.retention import KIND_TAG, artifact_bytes
+from trackflow.retention import KIND_TAG, artifact_bytes, artifact_files
 from trackflow.runs import FLOW_RUN_TAG, PARENT_TAG
 
 # Shown in `runs list` when a run has them, in this order (training, sweep parent, inference).
@@ -130,20 +130,6 @@ def _get_run(c, run_id: str):
                          "`trackflow runs list` shows the runs") from None
 
 
-def _artifact_files(c, run) -> list[tuple[str, int]]:
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    repo, files, todo = get_artifact_repository(run.info.artifact_uri), [], [None]
-    while todo:
-        try:
-            entries = repo.list_artifacts(todo.pop())
-        except Exception:
-            continue
-        for e in entries:
-            (todo.append(e.path) if e.is_dir else files.append((e.path, e.file_size or 0)))
-    return sorted(files)
-
-
 def ranked_trials(c, parent) -> tuple[str, list, list]:
     """A sweep's trials as the sweep ranked them: (metric, finished trials best first, the others)."""
     metric = parent.data.params.get("metric", "val_accuracy")
@@ -181,7 +167,7 @@ def runs_show(run_id: str, console: Console | None = None) -> int:
             t.add_row(k, _fmt(values[k]))
         out.print(t if values else f"{title}: none")
 
-    files = _artifact_files(c, r)
+    files = artifact_files(r.info.artifact_uri)
     models = c.search_logged_models([r.info.experiment_id], filter_string=f"source_run_id = '{r.info.run_id}'")
     t = Table(title="Artifacts", title_justify="left")
     t.add_column("path", overflow="fold")

@@ -65,24 +65,26 @@ def experiment_ids(client, name: str | None) -> list[str]:
     return [exp.experiment_id]
 
 
-def artifact_bytes(uri: str) -> int:
-    """Total size of the files under an artifact URI (0 when there are none)."""
+def artifact_files(uri: str) -> list[tuple[str, int]]:
+    """(path, size) of every file under an artifact URI, sorted; none when nothing is there."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    repo = get_artifact_repository(uri)
-    total, todo = 0, [None]
+    repo, files, todo = get_artifact_repository(uri), [], [None]
     while todo:
-        path = todo.pop()
         try:
-            entries = repo.list_artifacts(path)
-        except Exception:  # a folder already gone, or nothing there
+            entries = repo.list_artifacts(todo.pop())
+        except Exception:  # a folder already gone, or never made
             continue
         for e in entries:
             if e.is_dir:
                 todo.append(e.path)
             else:
-                total += e.file_size or 0
-    return total
+                files.append((e.path, e.file_size or 0))
+    return sorted(files)
+
+
+def artifact_bytes(uri: str) -> int:
+    return sum(size for _, size in artifact_files(uri))
 
 
 def _protected_run_ids(client) -> set[str]:
