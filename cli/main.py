@@ -21,7 +21,8 @@ from cli import signals
 from cli.options import UsageError, option_name, add_model_options, build_config
 from trackflow import store, telemetry
 from trackflow.runs import STALE_AFTER
-from trackflow.config import GENERATED_FIELDS, AudioInferConfig, SweepConfig, TextInferConfig, TrainConfig
+from trackflow.config import (GENERATED_FIELDS, AudioInferConfig, PruneConfig, SweepConfig, TextInferConfig,
+                              TrainConfig)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -50,7 +51,47 @@ def _reap(stale_after: float) -> tuple[str, list]:
 
     uri = store.configure()
     store.check_reachable(uri)
-    return uri, reap_dead_runs(MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri)), stale_after)
+    reaped = reap_dead_runs(MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri)), stale_after)
+    _flow_runs_to_crash.update({r.flow_run_id: f"trackflow reaper: its MLflow run {r.run_id} was ended KILLED: "
+                                f"{r.reason}" for r in reaped if r.flow_run_id})
+    return uri, reaped
+
+
+_flow_runs_to_crash: dict[str, str] = {}  # flow run id -> why, from _reap; set Crashed once a Prefect API is at hand
+
+
+def _crash_reaped_flow_runs() -> int:
+    """Inside `prefect_api()`: the Prefect flow runs of the runs reaped set Crashed; returns how many.
+
+    A failure here costs only the Prefect side (the MLflow runs are ended already): one line, no exit.
+    """
+    if not _flow_runs_to_crash:
+        return 0
+    from cli.prefect_api import crash_flow_runs
+
+    try:
+        crashed = crash_flow_runs(dict(_flow_runs_to_crash))
+    except Exception as exc:
+        print(f"trackflow: could not set the reaped runs' Prefect flow runs Crashed: {type(exc).__name__}: "
+              f"{store.redact_text(str(exc))}", file=sys.stderr)
+        return 0
+    finally:
+        _flow_runs_to_crash.clear()
+    for flow_run_id in crashed:
+        print(f"trackflow: set Prefect flow run {flow_run_id} Crashed (its process is gone)", file=sys.stderr)
+    return len(crashed)
+
+
+def _print_flow_run_link(run_id: str | None, one_off: bool) -> None:
+    """The Prefect link the flow wrote on its MLflow run, with how to open it."""
+    if not run_id:
+        return
+    from mlflow import MlflowClient
+
+    from cli.prefect_api import link_line
+
+    if url := MlflowClient().get_run(run_id).data.tags.get("prefect.flow_run_url"):
+        print(link_line(url, one_off))
 
 
 def _prepare_store() -> str:
@@ -67,14 +108,18 @@ def _run(flow, config):
     Called once the flow's module is imported: the heap those imports made is frozen first
     (`_settle_heap`), and bad input found inside the flow becomes exit 2, like the checks before it.
     """
-    from cli.prefect_api import prefect_api
+    from cli.prefect_api import configured_api, prefect_api
 
     _settle_heap()
+    one_off = not configured_api()
     try:
         with prefect_api():
-            return flow(config)
+            _crash_reaped_flow_runs()
+            result = flow(config)
     except _input_errors() as exc:
         raise UsageError(str(exc)) from None
+    _print_flow_run_link(getattr(result, "run_id", None), one_off)
+    return result
 
 
 def _exit_code(command: str, failed: int, total: int, what: str) -> int:
@@ -239,7 +284,68 @@ def cmd_runs_reap(args: argparse.Namespace) -> int:
     for r in reaped:
         print(f"KILLED {r.run_id} ({r.run_name}, experiment {r.experiment_id}): {r.reason}")
     print(f"{len(reaped)} run(s) left RUNNING by a dead process marked KILLED in {store.redact(uri)}")
+    if _flow_runs_to_crash:
+        from cli.prefect_api import prefect_api
+
+        with prefect_api():
+            print(f"{_crash_reaped_flow_runs()} of their Prefect flow run(s) set Crashed")
     return EXIT_OK
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from cli.views import runs_list
+
+    return runs_list(args.experiment, args.limit)
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    from cli.views import runs_show
+
+    return runs_show(args.run_id)
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from cli.views import models_list
+
+    return models_list(args.name)
+
+
+def cmd_runs_prune(args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+
+    from cli.views import experiment_ids, prune_lines, sized
+    from trackflow.retention import plan_prune, prune
+
+    config = build_config(PruneConfig, args)
+    uri = _prepare_store()  # runs of dead commands end KILLED first, so that they can go too
+    client = MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri))
+    plan = plan_prune(client, config.older_than, experiment_ids(client, config.experiment))
+    for line in prune_lines(plan):
+        print(line)
+    kept = "".join(f"; kept {n}: {why}" for why, n in plan.kept.items())
+    what = f"{len(plan.doomed)} run(s) started over {config.older_than:g} days ago, {sized(plan.bytes)} of artifacts"
+    if not args.yes:
+        print(f"Would delete {what}, and their {len(plan.flow_run_ids)} Prefect flow run(s){kept}. "
+              "Nothing deleted: rerun with --yes.")
+        return EXIT_OK
+    runs, freed = prune(client, plan)
+    flows = 0
+    if plan.flow_run_ids or _flow_runs_to_crash:
+        from cli.prefect_api import prefect_api
+        from flows.prune import delete_flow_runs
+
+        with prefect_api():
+            _crash_reaped_flow_runs()
+            flows = delete_flow_runs(plan.flow_run_ids)
+    print(f"Deleted {runs} run(s) and {sized(freed)} of artifacts from {store.redact(uri)}, "
+          f"and {flows} Prefect flow run(s){kept}")
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 (got {text!r})")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "them with their tokenizer/processor under DEST.")
     p.add_argument("dest", metavar="DEST", help="Folder to write tiny-gpt2/ and tiny-wav2vec2/ into.")
     p.set_defaults(func=cmd_models_tiny)
+    p = msub.add_parser("list", help="Registered models: versions, aliases, source run, data, target, columns.",
+                        description="Registered model versions with their aliases, the run each comes from, and that "
+                                    "run's data, target and input columns.")
+    p.add_argument("name", metavar="NAME", nargs="?", help="Only this registered model.")
+    p.set_defaults(func=cmd_models_list)
 
     p = sub.add_parser("serve", help="Serve the deployments of prefect.yaml with their schedules (no worker).",
                        description="Serve every deployment in prefect.yaml, with its cron schedule and parameters, "
@@ -295,6 +406,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stale-after", type=float, default=stale, metavar="MINUTES",
                    help=f"Heartbeat age after which a run owned by another machine counts as dead (default {stale:g}).")
     p.set_defaults(func=cmd_runs_reap)
+    p = rsub.add_parser("list", help="Recent runs: status, start, duration, key metrics, model version and alias.",
+                        description="Runs of the store, newest first, with their key metrics and the registered "
+                                    "model versions (and aliases) that come from them.")
+    p.add_argument("--experiment", metavar="NAME", help="Only this experiment (default: all).")
+    p.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="At most N runs (default 20).")
+    p.set_defaults(func=cmd_runs_list)
+    p = rsub.add_parser("show", help="One run: params, final metrics, artifacts, links; a sweep's ranked trials.",
+                        description="A run's params, final metrics, artifacts and Prefect link; for a sweep's "
+                                    "parent run, its trials ranked as the sweep ranked them.")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.set_defaults(func=cmd_runs_show)
+    p = rsub.add_parser("prune", help="Delete runs older than DAYS with their artifacts (lists them without --yes).",
+                        description="Delete MLflow runs started more than DAYS ago, with their artifacts and logged "
+                                    "models, and their Prefect flow runs. Never a RUNNING run, a run a registered "
+                                    "model version comes from (aliases included), or a sweep with such a trial. "
+                                    "The results logs of inference jobs (your --out folders) are not touched. "
+                                    "Without --yes, only lists what would go.")
+    add_model_options(p, PruneConfig)
+    p.add_argument("--yes", action="store_true", help="Delete (without it, only list).")
+    p.set_defaults(func=cmd_runs_prune)
 
     p = sub.add_parser("ui", help="MLflow UI over the project's store (127.0.0.1).",
                        description="MLflow UI over the store trackflow writes to (MLFLOW_TRACKING_URI or mlruns/).")

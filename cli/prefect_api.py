@@ -1,5 +1,11 @@
 """The Prefect API a command reports to: `PREFECT_API_URL` when set, else a private temporary server.
 
+`PREFECT_API_URL` is read from Prefect's settings: the environment, or the active profile
+(`prefect config set PREFECT_API_URL=...`), which then spares each command a temporary server.
+A temporary server has no UI and is gone when the command ends, so the links a one-off
+command writes point at the UI that serves the same PREFECT_HOME (`make server`): PREFECT_UI_URL
+when set, else Prefect's server address settings (PREFECT_SERVER_API_HOST/PORT, 127.0.0.1:4200).
+
 Prefect's own temporary server has three flaws for a command-line tool, all met in use:
 two commands started together can pick the same port (one then reports to the other's
 server, which vanishes when that command ends); it sits in the command's process group,
@@ -24,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 from trackflow.store import redact
 
@@ -126,12 +133,36 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
     raise PrefectApiError(f"the temporary Prefect server did not start (PREFECT_HOME={home}):\n{tail}")
 
 
+def configured_api() -> str | None:
+    """The configured Prefect API (environment or active profile), or None: commands then start a temporary one."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def home_ui_url() -> str:
+    """The UI that serves this PREFECT_HOME's database once `make server` (`prefect server start`) runs."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.ui_url:
+        return str(settings.ui_url).rstrip("/")
+    host = settings.server.api.host
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    return f"http://{host}:{settings.server.api.port}"
+
+
+def link_line(url: str, one_off: bool) -> str:
+    """The line a command prints about its flow run; a one-off command's UI must be started first."""
+    return f"Prefect flow run: {url}" + (" (start the UI with `make server`)" if one_off else "")
+
+
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str]:
     """Yield the API URL this command reports to, for the duration of the block."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_UI_URL, temporary_settings
 
-    url = PREFECT_API_URL.value()
+    url = configured_api()
     if url:
         check_reachable(url)
         yield url
@@ -141,7 +172,7 @@ def prefect_api() -> Iterator[str]:
     proc, url = start_server(Path(PREFECT_HOME.value()))
     forget = signals.on_forced_exit(lambda: stop(proc, timeout=2))
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_UI_URL: home_ui_url()}):
             try:
                 yield url
             finally:
@@ -159,3 +190,28 @@ def _drain(timeout: float = 5.0) -> None:
     for worker in (APILogWorker, EventsWorker):
         with contextlib.suppress(Exception):
             worker.drain_all(timeout=timeout)
+
+
+def crash_flow_runs(reasons: dict[str, str]) -> list[str]:
+    """Set each flow run (id -> why) Crashed, unless it already ended; returns those changed.
+
+    Called inside `prefect_api()`, for flow runs whose owning process trackflow's reaper found
+    gone (trackflow.runs.why_dead): a flow run still Running there can never end by itself.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    changed = []
+    with get_client(sync_client=True) as client:
+        for flow_run_id, reason in reasons.items():
+            try:
+                run = client.read_flow_run(UUID(flow_run_id))
+            except ObjectNotFound:
+                continue
+            if run.state is not None and run.state.is_final():
+                continue
+            client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
+            changed.append(flow_run_id)
+    return changed
+

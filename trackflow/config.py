@@ -205,3 +205,10 @@ class AudioInferConfig(InferConfig):
     max_seconds: float = Field(
         4 * 3600.0, gt=0, description="Recordings longer than this are refused (error record), to bound memory."
     )
+
+
+class PruneConfig(_Config):
+    """Parameters of retention (`trackflow runs prune`, the `prune-runs` flow)."""
+
+    older_than: float = Field(90.0, ge=0, description="Delete runs started more than this many days ago.")
+    experiment: str | None = Field(None, min_length=1, description="Only this experiment's runs (default: all).")

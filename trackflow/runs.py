@@ -11,7 +11,8 @@ with a `trackflow.reaped` tag saying why, only on evidence that its owner is gon
   with that start time (a reused pid has another start time);
 - anywhere else: the heartbeat is older than `STALE_AFTER`.
 
-Runs without an owner tag (made by other tools) are never touched.
+Runs without an owner tag (made by other tools) are never touched. The Prefect flow run of
+a reaped top-level run is set Crashed by the CLI (cli/main.py), which can reach Prefect.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from datetime import datetime, timezone
 OWNER_TAG = "trackflow.owner"
 HEARTBEAT_TAG = "trackflow.heartbeat"
 REAPED_TAG = "trackflow.reaped"
+FLOW_RUN_TAG = "prefect.flow_run_id"  # the Prefect flow run that opened the MLflow run (flows/common.py)
+PARENT_TAG = "mlflow.parentRunId"
 HEARTBEAT_EVERY = 60.0  # seconds between heartbeats of a live run
 STALE_AFTER = 10 * 60.0  # a heartbeat this old means the owner (on another machine) is gone
 
@@ -117,6 +120,10 @@ class Reaped:
     run_name: str
     experiment_id: str
     reason: str
+    # The Prefect flow run its dead process ran (`prefect.flow_run_id`), for a top-level run only:
+    # a sweep's trials carry their parent's flow run id, and a trial's worker process can die
+    # while the flow itself lives on.
+    flow_run_id: str | None = None
 
 
 def reap_dead_runs(client, stale_after: float = STALE_AFTER) -> list[Reaped]:
@@ -141,7 +148,9 @@ def reap_dead_runs(client, stale_after: float = STALE_AFTER) -> list[Reaped]:
                 ):
                     if str(model.status) == "PENDING":
                         client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
-                reaped.append(Reaped(run.info.run_id, run.info.run_name, run.info.experiment_id, reason))
+                top_level = PARENT_TAG not in run.data.tags
+                reaped.append(Reaped(run.info.run_id, run.info.run_name, run.info.experiment_id, reason,
+                                     run.data.tags.get(FLOW_RUN_TAG) if top_level else None))
             token = page.token
             if not token:
                 break

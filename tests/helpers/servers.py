@@ -58,10 +58,10 @@ def spawn(cmd: list[str], log: Path, env: dict, cwd: str | Path | None = None) -
 
 
 @contextmanager
-def prefect_server(home: Path):
-    """`prefect server start` on a free loopback port with its own database; yields the API URL."""
+def prefect_server(home: Path, port: int | None = None):
+    """`prefect server start` on loopback (a free port unless given) with its own database; yields the API URL."""
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",

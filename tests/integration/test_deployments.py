@@ -169,3 +169,18 @@ def test_deploy_then_a_worker_runs_every_deployment(tmp_path, tiny_models, clien
     assert all(r.data.metrics["n_ok"] == 1 for r in inference)
     assert (tmp_path / "out-text" / "results.jsonl").exists() and (tmp_path / "out-audio" / "results.csv").exists()
     assert not (REPO / "inbox").exists() and not (REPO / "outbox").exists()
+
+
+def test_the_commented_weekly_prune_deployment_validates_once_uncommented(tmp_path):
+    """prefect.yaml shows retention as a deployment left commented out; uncommented as written, it must work."""
+    text = PREFECT_YAML.read_text()
+    block = text[text.index("  # - name: weekly-prune"):]
+    uncommented = "\n".join(line.replace("  # ", "  ", 1) for line in block.splitlines())
+    path = tmp_path / "prefect.yaml"
+    path.write_text(text.replace(block, uncommented + "\n"))
+    specs = {s.name: s for s in read_deployments(path)}
+    from trackflow.config import PruneConfig
+
+    prune = specs["weekly-prune"]
+    assert prune.flow.name == "prune-runs" and prune.crons == (("0 4 * * 0", "UTC"),)
+    assert prune.config == PruneConfig(older_than=90)

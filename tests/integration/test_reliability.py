@@ -149,6 +149,8 @@ def test_kill_9_takes_its_server_along_and_the_next_command_reaps_the_run(tmp_pa
     p = P.run(("runs", "reap"), own_server_env)
     assert p.returncode == 0, p.stderr
     assert f"KILLED {run.info.run_id}" in p.stdout
+    # no configured Prefect API: a temporary server on the same PREFECT_HOME sets the flow run Crashed
+    assert "1 of their Prefect flow run(s) set Crashed" in p.stdout
     [run] = all_runs(mlflow_store)
     assert run.info.status == "KILLED" and "is gone" in run.data.tags["trackflow.reaped"]
 
@@ -156,11 +158,12 @@ def test_kill_9_takes_its_server_along_and_the_next_command_reaps_the_run(tmp_pa
 def test_the_next_command_reaps_runs_of_a_killed_one(tmp_path, mlflow_store):
     log = tmp_path / "cmd.log"
     proc = P.start(LONG_TRAIN, cli_env(), log)
-    wait_for_running_run(mlflow_store, proc)
+    run = wait_for_running_run(mlflow_store, proc)
     P.interrupt(proc, signal.SIGKILL, group=False)
     p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env())
     assert p.returncode == 0, p.stderr
     assert "trackflow: marked run 'train-adam-lr0.001'" in p.stderr and "KILLED" in p.stderr
+    assert f"trackflow: set Prefect flow run {run.data.tags['prefect.flow_run_id']} Crashed" in p.stderr
     assert sorted(r.info.status for r in all_runs(mlflow_store)) == ["FINISHED", "KILLED"]
 
 

@@ -73,3 +73,16 @@ def test_main_hands_back_an_enabled_collector_after_any_outcome(restore_gc, caps
     _settle_heap()
     assert restore_gc.isenabled() and restore_gc.get_freeze_count() > 0
     assert restore_gc.get_threshold()[0] == 50_000
+
+
+def test_a_one_off_commands_links_point_at_the_ui_serving_its_prefect_home():
+    from prefect.settings import PREFECT_SERVER_API_PORT, PREFECT_UI_URL, temporary_settings
+
+    from cli.prefect_api import home_ui_url, link_line
+
+    with temporary_settings(updates={PREFECT_SERVER_API_PORT: 4311}):  # `make server PREFECT_PORT=4311`
+        assert home_ui_url() == "http://127.0.0.1:4311"
+    with temporary_settings(updates={PREFECT_UI_URL: "https://prefect.example.org/"}):
+        assert home_ui_url() == "https://prefect.example.org"
+    assert link_line("http://h/runs/flow-run/1", one_off=True).endswith("(start the UI with `make server`)")
+    assert link_line("http://h/runs/flow-run/1", one_off=False) == "Prefect flow run: http://h/runs/flow-run/1"

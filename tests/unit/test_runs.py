@@ -94,6 +94,18 @@ def test_reaper_ends_only_dead_owners_runs_and_fails_their_pending_models(client
     assert runs.reap_dead_runs(client) == []  # idempotent
 
 
+def test_only_a_dead_top_level_run_names_its_prefect_flow_run_for_crashing(client):
+    """A sweep's trials carry their parent's flow run id; a trial's dead worker must not crash the live flow."""
+    exp = client.create_experiment("reap-prefect")
+    gone = Owner(HERE.host, dead_pid(), HERE.started, HERE.boot, HERE.pidns)
+    flow = {"prefect.flow_run_id": "0b0e6f3e-0000-4000-8000-000000000001"}
+    top = client.create_run(exp, run_name="top", tags=tags(gone) | flow).info.run_id
+    client.create_run(exp, run_name="trial", tags=tags(gone) | flow | {"mlflow.parentRunId": top})
+    client.create_run(exp, run_name="live", tags=tags(HERE) | {"prefect.flow_run_id": "live-one"})
+    reaped = {r.run_name: r.flow_run_id for r in runs.reap_dead_runs(client)}
+    assert reaped == {"top": flow["prefect.flow_run_id"], "trial": None}
+
+
 def test_heartbeat_refreshes_open_runs_and_stops_when_told(client):
     exp = client.create_experiment("beat")
     run_id = client.create_run(exp, tags={HEARTBEAT_TAG: "0"}).info.run_id
