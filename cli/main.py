@@ -110,16 +110,20 @@ def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
 def _unchanged_since(config: TrainConfig) -> str | None:
     """With --skip-unchanged: "Unchanged since run ..." when the experiment holds a finished run of the same key.
 
-    The fast path: file digests come from their cache and a SQLite store is read with one
-    query, before the table is read and before MLflow, torch or Prefect are imported.
+    The fast path: the folder's listing and its files' digests come from their cache, and a
+    SQLite store is read with one query, before the table is read and before MLflow, torch,
+    Prefect (or, when the listing is cached, pandas) are imported.
     """
     from tasks.changes import find_keyed_runs, training_key, unchanged_line
-    from tasks.data import DataError
 
     try:
         key = training_key(config)
-    except DataError as exc:
-        raise UsageError(str(exc)) from None
+    except Exception as exc:
+        from tasks.data import DataError  # not before: it loads pandas
+
+        if isinstance(exc, DataError):
+            raise UsageError(str(exc)) from None
+        raise
     same, _ = find_keyed_runs(store.tracking_uri(), config.experiment, key.key, config.model_name)
     return unchanged_line(same) if same else None
 

@@ -13,10 +13,12 @@ The key is made of four parts, each a SHA-256:
 A training run is tagged with the key and its parts (`KEY_TAG`, `PART_TAGS`), and logs the
 parts' contents (per-file digests, config values, code files) as `DETAIL_ARTIFACT`, which
 the next run reads to say what changed. File digests are cached by path, size, mtime and
-inode (DVC's approach), in a JSON file outside the store (`cache_file`).
+inode (DVC's approach), and a folder's list of table files by the mtimes of its folders, in
+a JSON file outside the store (`cache_file`), replaced atomically; a corrupt one is ignored.
 
-Nothing here imports MLflow, torch or Prefect: `trackflow train --skip-unchanged` decides
-before they load (on a SQLite store the runs are read with one SQL query).
+Nothing here imports MLflow, torch or Prefect (nor pandas, while a folder's listing is
+cached): `trackflow train --skip-unchanged` decides before they load (on a SQLite store
+the runs are read with one SQL query).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
 
-from tasks.data import part_name, table_files
 from trackflow import store
 from trackflow.config import GENERATED_FIELDS, NOT_MODEL_FIELDS, TrainConfig
 
@@ -127,8 +128,9 @@ def _load_cache(path: Path) -> dict:
     try:
         entries = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}
-    return entries if isinstance(entries, dict) else {}
+        return {"files": {}, "folders": {}}
+    ok = isinstance(entries, dict) and all(isinstance(entries.get(k), dict) for k in ("files", "folders"))
+    return entries if ok else {"files": {}, "folders": {}}
 
 
 def _save_cache(path: Path, entries: dict) -> None:
@@ -136,19 +138,47 @@ def _save_cache(path: Path, entries: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    except OSError:  # a read-only home: no cache, digests are recomputed next time
+        return
+    try:
         with os.fdopen(fd, "w") as f:
             json.dump(entries, f, separators=(",", ":"))
         os.replace(tmp, path)
-    except OSError:  # a read-only home: no cache, digests are recomputed next time
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _folder_stamp(root: Path) -> dict[str, int]:
+    """The mtime (ns) of the folder and of each folder below it: adding, removing or renaming a file changes one."""
+    stamp = {}
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        stamp[dirpath] = os.stat(dirpath).st_mtime_ns
+    return stamp
+
+
+def _table_files(data: Path, folders: dict) -> list[Path]:
+    """tasks.data.table_files, or the listing cached for this folder while no folder in it changed.
+
+    Which files make a table is tasks/data.py's to say, but importing it loads pandas
+    (~0.4 s of CPU): the cached listing keeps the unchanged case to a walk over the folders.
+    """
+    if not data.is_dir():
+        return [data]
+    root, stamp = str(data.resolve()), _folder_stamp(data)
+    cached = folders.get(root)
+    if isinstance(cached, dict) and cached.get("stamp") == stamp and isinstance(cached.get("files"), list):
+        return [data / name for name in cached["files"]]
+    from tasks.data import table_files
+
+    files = table_files(data)
+    folders[root] = {"stamp": stamp, "files": [f.relative_to(data).as_posix() for f in files]}
+    return files
 
 
 def file_digests(data: str | Path, cache: str | Path | None = None) -> dict[str, str]:
@@ -157,10 +187,13 @@ def file_digests(data: str | Path, cache: str | Path | None = None) -> dict[str,
     A file whose path, size, mtime (ns) and inode match the cache's entry is not read
     again. Entries of files of this table that are gone are dropped; others are kept.
     """
+    data = Path(data)
     cache = Path(cache) if cache else cache_file()
     entries = _load_cache(cache)
-    files = table_files(data)
-    out, dirty = {}, False
+    before = json.dumps(entries["folders"], sort_keys=True)
+    files = _table_files(data, entries["folders"])
+    known = entries["files"]
+    out, dirty = {}, json.dumps(entries["folders"], sort_keys=True) != before
     for f in files:
         try:
             st = f.stat()
@@ -170,20 +203,19 @@ def file_digests(data: str | Path, cache: str | Path | None = None) -> dict[str,
             raise DataError(f"data file {str(f)!r} does not exist; check --data") from None
         path = str(f.resolve())
         stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
-        entry = entries.get(path)
+        entry = known.get(path)
         if isinstance(entry, list) and len(entry) == 4 and entry[:3] == stamp and isinstance(entry[3], str):
             digest = entry[3]
         else:
             digest = sha256_file(f)
-            entries[path] = stamp + [digest]
+            known[path] = stamp + [digest]
             dirty = True
-        out[part_name(data, f)] = digest
-    root = str(Path(data).resolve())
-    if Path(data).is_dir():
-        seen = {str(f.resolve()) for f in files}
-        gone = [p for p in entries if p.startswith(root + os.sep) and p not in seen]
+        out[f.relative_to(data).as_posix() if data.is_dir() else f.name] = digest
+    if data.is_dir():
+        root, seen = str(data.resolve()) + os.sep, {str(f.resolve()) for f in files}
+        gone = [p for p in known if p.startswith(root) and p not in seen]
         for p in gone:
-            del entries[p]
+            del known[p]
         dirty = dirty or bool(gone)
     if dirty:
         _save_cache(cache, entries)

@@ -137,12 +137,20 @@ def table_files(path: str | Path) -> list[Path]:
     path = Path(path)
     if not path.is_dir():
         return [path]
-    files = sorted(f for f in path.rglob("*") if f.suffix.lower() in FORMATS and f.is_file()
+    files = sorted(f for f in path.rglob("*") if _is_table_file(f)
                    and not any(part.startswith(".") for part in f.relative_to(path).parts))
     if not files:
         raise DataError(f"data folder {str(path)!r} holds no .csv, .tsv or .parquet files; "
                         "put the table's files in it or pass a file with --data")
     return files
+
+
+def _is_table_file(file: Path) -> bool:
+    try:
+        table_format(file)
+    except DataError:
+        return False
+    return file.is_file()
 
 
 def part_name(root: str | Path, file: Path) -> str:

@@ -120,7 +120,7 @@ def log_dataset(run_id: str, table, context: str = "training") -> None:
 
     import mlflow.data
     import pandas as pd
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.exceptions import MlflowException
 
     frame = pd.concat([table.X, table.y.rename(table.y.name or "target")], axis=1)
@@ -132,7 +132,9 @@ def log_dataset(run_id: str, table, context: str = "training") -> None:
         ds = mlflow.data.from_pandas(frame, source=source, targets=frame.columns[-1], name=table.name)
     entity = ds._to_mlflow_entity()
     if source and Path(source).is_dir():
-        entity._source = json.dumps(json.loads(entity.source) | {"files": list(table.rows_per_file)})
+        entity = Dataset(entity.name, entity.digest, entity.source_type,
+                         json.dumps(json.loads(entity.source) | {"files": list(table.rows_per_file)}),
+                         entity.schema, entity.profile)
     inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
     c = client()
     try:

@@ -100,10 +100,10 @@ def test_digests_are_cached_by_size_mtime_and_inode(tmp_path, monkeypatch):
 
 def test_a_corrupt_cache_is_ignored_and_replaced_whole(tmp_path):
     root, cache = folder(tmp_path), tmp_path / "cache.json"
-    cache.write_text('{"truncated": [1, 2')
+    cache.write_text('{"files": {"truncated": [1, 2')
     digests = file_digests(root, cache)
     assert digests == {n: changes.sha256_file(root / n) for n in digests}
-    assert len(json.loads(cache.read_text())) == 3
+    assert len(json.loads(cache.read_text())["files"]) == 3
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("cache.json")] == ["cache.json"]  # no temp left
 
 
@@ -112,7 +112,7 @@ def test_removed_files_leave_the_cache(tmp_path):
     file_digests(root, cache)
     (root / "part-2.csv").unlink()
     assert sorted(file_digests(root, cache)) == ["part-0.csv", "part-1.csv"]
-    assert not any(p.endswith("part-2.csv") for p in json.loads(cache.read_text()))
+    assert not any(p.endswith("part-2.csv") for p in json.loads(cache.read_text())["files"])
 
 
 # --------------------------------------------------------------------------- the key and the diff
@@ -173,9 +173,28 @@ def test_sqlite_query_and_mlflow_client_find_the_same_runs(client, mlflow_store)
 
 
 def test_the_fast_path_loads_neither_torch_mlflow_nor_prefect(tmp_path, mlflow_store):
+    root = folder(tmp_path)
     code = ("import sys; from cli.main import _unchanged_since; from trackflow.config import TrainConfig; "
-            f"print(_unchanged_since(TrainConfig(data={str(folder(tmp_path))!r}, target='cultivar'))); "
-            "print(sorted(m for m in ('torch', 'mlflow', 'prefect') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT,
-                         env=os.environ | {"PYTHONPATH": str(REPO_ROOT)}).stdout.split("\n")
-    assert out[:2] == ["None", "[]"]
+            f"print(_unchanged_since(TrainConfig(data={str(root)!r}, target='cultivar'))); "
+            "print(sorted(m for m in ('torch', 'mlflow', 'prefect', 'pandas') if m in sys.modules))")
+
+    def fast_path() -> list[str]:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              cwd=REPO_ROOT, env=os.environ | {"PYTHONPATH": str(REPO_ROOT)}).stdout.split("\n")
+
+    assert fast_path()[:2] == ["None", "['pandas']"]  # the first listing of the folder is tasks/data.py's
+    assert fast_path()[:2] == ["None", "[]"]  # then it is cached while no folder in it changes
+    (root / "part-3.csv").write_bytes((root / "part-0.csv").read_bytes())
+    assert fast_path()[:2] == ["None", "['pandas']"]
+
+
+def test_the_cached_listing_follows_added_removed_and_nested_files(tmp_path):
+    root, cache = folder(tmp_path), tmp_path / "cache.json"
+    assert sorted(file_digests(root, cache)) == ["part-0.csv", "part-1.csv", "part-2.csv"]
+    (root / "day=2").mkdir()
+    write(wine_frame().head(5), root / "day=2" / "a.parquet")
+    (root / "part-0.csv").unlink()
+    assert sorted(file_digests(root, cache)) == ["day=2/a.parquet", "part-1.csv", "part-2.csv"]
+    (root / "day=2" / "notes.txt").write_text("not a table")
+    write(wine_frame().head(5), root / "day=2" / "b.csv")
+    assert sorted(file_digests(root, cache)) == ["day=2/a.parquet", "day=2/b.csv", "part-1.csv", "part-2.csv"]
