@@ -106,7 +106,8 @@ def main() -> None:
     print(f"  {'--skip-unchanged, no digest cache':<44} {u:7.2f} s")
     print(f"  ratios: plain / cached skip {plain / c:.1f}x; uncached / cached skip {u / c:.1f}x; "
           f"plain / uncached skip {plain / u:.1f}x")
-    print(f"  cached skips: {', '.join(f'{x:.2f}' for x in cached)} s; uncached: {', '.join(f'{x:.2f}' for x in uncached)} s")
+    print(f"  cached skips: {', '.join(f'{x:.2f}' for x in cached)} s; "
+          f"uncached: {', '.join(f'{x:.2f}' for x in uncached)} s")
 
 
 if __name__ == "__main__":

@@ -87,5 +87,5 @@ def _changes_since(latest: KeyedRun | None, key: TrainingKey) -> str:
         return "Changed: no earlier finished run with a training key in this experiment to compare with"
     detail = steps.load_json(latest.run_id, DETAIL_ARTIFACT)
     if detail is None:
-        return f"Changed since run {latest.run_id}: its key's details are missing; key {latest.key[:12]} -> {key.key[:12]}"
+        return f"Changed since run {latest.run_id}: its key's details are missing ({DETAIL_ARTIFACT})"
     return f"Changed since run {latest.run_id}: {describe_changes(TrainingKey.from_detail(detail), key)}"

@@ -119,7 +119,8 @@ def library_versions() -> dict[str, str]:
 
 def cache_file() -> Path:
     """Where digests are cached: $TRACKFLOW_CACHE_DIR, else the user's cache folder (never the MLflow store)."""
-    root = os.environ.get("TRACKFLOW_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trackflow"
+    root = os.environ.get("TRACKFLOW_CACHE_DIR") or \
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trackflow"
     return Path(root) / "digests.json"
 
 
@@ -329,8 +330,8 @@ def describe_changes(before: TrainingKey, after: TrainingKey) -> str:
         bits.append("data: " + ", ".join(data))
     fields = [k for k in dict.fromkeys([*after.config, *before.config]) if before.config.get(k) != after.config.get(k)]
     if fields:
-        bits.append("config: " + ", ".join(f"{k} {json.dumps(before.config.get(k))} -> {json.dumps(after.config.get(k))}"
-                                           for k in fields))
+        bits.append("config: " + ", ".join(
+            f"{k} {json.dumps(before.config.get(k))} -> {json.dumps(after.config.get(k))}" for k in fields))
     code = sorted(k for k in after.code.keys() | before.code.keys() if before.code.get(k) != after.code.get(k))
     if code:
         bits.append(f"code changed ({', '.join(code)})")

@@ -167,8 +167,8 @@ def _file_columns(file: Path) -> list[str]:
         try:
             names = pq.read_schema(file).names
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            raise DataError(f"data file {str(file)!r} is not a valid parquet table ({' '.join(str(exc).split())[:200]}); "
-                            "check the file") from None
+            raise DataError(f"data file {str(file)!r} is not a valid parquet table "
+                            f"({' '.join(str(exc).split())[:200]}); check the file") from None
         return [n for n in names if not n.startswith("__index_level_")]  # pandas' stored index
     return [str(c) for c in read_table(file, nrows=1).columns]
 
