@@ -130,16 +130,21 @@ def _exit_code(command: str, failed: int, total: int, what: str) -> int:
     return EXIT_OK
 
 
+def _refuse_generated_options(config: TrainConfig, args: argparse.Namespace) -> None:
+    """Options that shape the generated set do not go with --data."""
+    given = [option_name(f) for f in GENERATED_FIELDS if f in vars(args)]
+    if config.data and given:
+        raise UsageError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} the generated set; "
+                         "leave it out with --data")
+
+
 def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
     """Before any work: options that do not go with --data, and the whole table checked (the flow reuses it)."""
+    _refuse_generated_options(config, args)
     if not config.data:
         return
     from tasks.data import DataError, load_data
 
-    given = [option_name(f) for f in GENERATED_FIELDS if f in vars(args)]
-    if given:
-        raise UsageError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} the generated set; "
-                         "leave it out with --data")
     try:
         load_data(config.data, config.target, config.features, config.drop, config.n_samples, config.n_features,
                   config.n_informative, config.seed, config.test_size, config.val_size)
@@ -147,13 +152,42 @@ def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
         raise UsageError(str(exc)) from None
 
 
+def _unchanged_since(config: TrainConfig) -> str | None:
+    """With --skip-unchanged: "Unchanged since run ..." when the experiment holds a finished run of the same key.
+
+    The fast path: the folder's listing and its files' digests come from their cache, and a
+    SQLite store is read with one query, before the table is read and before MLflow, torch,
+    Prefect (or, when the listing is cached, pandas) are imported.
+    """
+    from tasks.changes import find_keyed_runs, training_key, unchanged_line
+
+    try:
+        key = training_key(config)
+    except Exception as exc:
+        from tasks.data import DataError  # not before: it loads pandas
+
+        if isinstance(exc, DataError):
+            raise UsageError(str(exc)) from None
+        raise
+    same, _ = find_keyed_runs(store.tracking_uri(), config.experiment, key.key, config.model_name)
+    return unchanged_line(same) if same else None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = build_config(TrainConfig, args)
+    _refuse_generated_options(config, args)
+    if config.skip_unchanged and (line := _unchanged_since(config)):
+        print(line)
+        return EXIT_OK
     _check_data(config, args)
     _prepare_store()
     from flows.train import training_pipeline
 
     result = _run(training_pipeline, config)
+    if result.unchanged:  # a run of the same key finished while this command started
+        print(result.unchanged)
+        return EXIT_OK
+    print(f"\n{result.changes}")
     print(f"\nTest metrics ({len(result.classes)} classes: {', '.join(map(str, result.classes))}):")
     for k, v in result.metrics.items():
         print(f"  {k:<22} {v:.4f}")
@@ -357,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="Run a learning-rate sweep and promote the best model.",
                        description="Run a grid of training trials concurrently; the train options set the base.")
     add_model_options(p, SweepConfig, skip=("base",))
-    add_model_options(p, TrainConfig, skip=("lr", "optimizer", "dropout"))
+    add_model_options(p, TrainConfig, skip=("lr", "optimizer", "dropout", "skip_unchanged"))
     p.set_defaults(func=cmd_sweep)
 
     infer = sub.add_parser("infer", help="Run a Hugging Face model over a folder of files.",

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import batch, data, evaluation, models, registry, tracking, training
+from tasks import batch, changes, data, evaluation, models, registry, tracking, training
 
 # Models, tables and arrays are passed between tasks: no input hashing, no caching.
 _IO = dict(retries=2, retry_delay_seconds=[1, 4], cache_policy=NO_CACHE)
@@ -26,6 +26,7 @@ encode_splits = task(data.encode_splits, **_COMPUTE)
 train_and_score = task(training.train_and_score, **_COMPUTE)
 train_on = task(training.train_on, name="train_trial", **_COMPUTE)
 evaluate = task(evaluation.evaluate, **_COMPUTE)
+training_key = task(changes.training_key, **_COMPUTE)
 
 
 
@@ -62,6 +63,8 @@ log_figures = task(tracking.log_figures, **_IO)
 log_artifact_files = task(tracking.log_artifact_files, **_IO)
 log_classifier = task(tracking.log_classifier, **_IO)
 register_model = task(tracking.register_model, **_IO)
+find_keyed_runs = task(changes.find_keyed_runs, **_IO)
+load_json = task(tracking.load_json, **_IO)
 promote_if_better = task(registry.promote_if_better, **_IO)
 
 

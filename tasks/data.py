@@ -7,15 +7,17 @@ or column and the fix, raised before any run is tracked. Preprocessing is scikit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from tasks.training import TrialData, TrialOutcome
-from trackflow.classifier import FittedClassifier, as_text
+if TYPE_CHECKING:  # torch loads with these: `trackflow train --skip-unchanged` lists a table's files without it
+    from tasks.training import TrialData, TrialOutcome
+    from trackflow.classifier import FittedClassifier
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 GENERATED_TARGET = "target"
@@ -34,9 +36,10 @@ class Table:
 
     X: pd.DataFrame
     y: pd.Series
-    source: str  # the file's path, or "generated"
+    source: str  # the file's or folder's path, or "generated"
     name: str
     n_dropped_rows: int = 0  # rows without a target value
+    rows_per_file: Mapping[str, int] = field(default_factory=dict)  # as read, by name relative to a folder
 
     @property
     def classes(self) -> list:
@@ -125,6 +128,105 @@ def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
     return frame
 
 
+def table_files(path: str | Path) -> list[Path]:
+    """The files of the table at `path`: the file itself, or the folder's CSV/TSV/Parquet files, sorted.
+
+    A folder is searched recursively (partitions like `day=2026-11-30/part-0.parquet`);
+    hidden files and folders (a name starting with '.') and files of other kinds are left out.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    files = sorted(f for f in path.rglob("*") if _is_table_file(f)
+                   and not any(part.startswith(".") for part in f.relative_to(path).parts))
+    if not files:
+        raise DataError(f"data folder {str(path)!r} holds no .csv, .tsv or .parquet files; "
+                        "put the table's files in it or pass a file with --data")
+    return files
+
+
+def _is_table_file(file: Path) -> bool:
+    try:
+        table_format(file)
+    except DataError:
+        return False
+    return file.is_file()
+
+
+def part_name(root: str | Path, file: Path) -> str:
+    """How a file of the table at `root` is named in records: relative to the folder, or its own name."""
+    root = Path(root)
+    return file.relative_to(root).as_posix() if root.is_dir() else file.name
+
+
+def _file_columns(file: Path) -> list[str]:
+    """The header of one file of a folder table (Parquet: from its footer, without reading rows)."""
+    if table_format(file) == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(file).names
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(f"data file {str(file)!r} is not a valid parquet table "
+                            f"({' '.join(str(exc).split())[:200]}); check the file") from None
+        return [n for n in names if not n.startswith("__index_level_")]  # pandas' stored index
+    return [str(c) for c in read_table(file, nrows=1).columns]
+
+
+def check_same_columns(root: str | Path, files: Sequence[Path]) -> None:
+    """Every file of a folder table has the same columns as most of them; else a DataError naming the odd file."""
+    headers = {f: _file_columns(f) for f in files}
+    sets = [frozenset(h) for h in headers.values()]
+    usual = max(sets, key=sets.count)  # the most common header (the first file's on a tie)
+    odd = [f for f, h in headers.items() if frozenset(h) != usual]
+    if odd:
+        f = odd[0]
+        missing = [c for c in headers[files[sets.index(usual)]] if c not in headers[f]]
+        extra = [c for c in headers[f] if c not in usual]
+        what = "; ".join(bit for bit in (f"missing {', '.join(map(repr, missing))}" if missing else "",
+                                         f"extra {', '.join(map(repr, extra))}" if extra else "") if bit)
+        more = f" (and {len(odd) - 1} more file{'s' if len(odd) > 2 else ''})" if len(odd) > 1 else ""
+        raise DataError(f"data file {part_name(root, f)!r} of folder {str(root)!r}{more} has other columns than the "
+                        f"rest of the table ({what}); every file of a folder table needs the same columns: fix the "
+                        "file or move it out of the folder")
+
+
+def read_data(path: str | Path) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The table at `path` (one file, or a folder of same-schema files) and its rows per file.
+
+    A folder of Parquet files is read as one pyarrow dataset (its column types unified:
+    an integer column in one file and a float one in another become floats). CSV/TSV files
+    are read one by one (each with its own type inference) and concatenated.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        frame = read_table(path)
+        return frame, {path.name: len(frame)}
+    files = table_files(path)
+    check_same_columns(path, files)
+    if all(table_format(f) == "parquet" for f in files):
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+            dataset = ds.dataset([str(f) for f in files], schema=schema, format="parquet")
+            rows = {part_name(path, Path(frag.path)): frag.count_rows() for frag in dataset.get_fragments()}
+            frame = dataset.to_table().to_pandas().reset_index(drop=True)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # types no promotion reconciles: pandas' concat below does
+            frame = None
+    else:
+        frame = None
+    if frame is None:
+        frames = [read_table(f) for f in files]
+        rows = {part_name(path, f): len(p) for f, p in zip(files, frames)}
+        frame = pd.concat(frames, ignore_index=True)
+    if frame.empty:
+        raise DataError(f"data folder {str(path)!r} has no data rows; add rows")
+    return frame, rows
+
+
 def select_columns(frame: pd.DataFrame, source: str, target: str, features: Sequence[str] | None,
                    drop: Sequence[str]) -> tuple[list[str], pd.Series]:
     """The feature columns to use and the target column, checked against the table's header."""
@@ -159,9 +261,9 @@ def load_table(path: str, target: str, features: Sequence[str] | None, drop: Seq
     same process: the second call reuses the first's result while the file is unchanged.
     """
     try:
-        st = Path(path).stat()
-        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, target, tuple(features or ()), tuple(drop))
-    except OSError:
+        files = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in table_files(path))
+        key = (str(Path(path).resolve()), files, target, tuple(features or ()), tuple(drop))
+    except (OSError, DataError):
         key = None
     if key in _loaded:
         return _loaded[key]
@@ -173,13 +275,13 @@ def load_table(path: str, target: str, features: Sequence[str] | None, drop: Seq
 
 
 def _read_and_check(path: str, target: str, features: Sequence[str] | None, drop: Sequence[str]) -> Table:
-    frame = read_table(path)
+    frame, rows_per_file = read_data(path)
     chosen, y = select_columns(frame, path, target, features, drop)
     missing_target = y.isna()
     X = frame.loc[~missing_target, chosen].reset_index(drop=True)
     y = y[~missing_target].reset_index(drop=True)
     X = _check_features(X, path)
-    return Table(X, y, str(Path(path).resolve()), Path(path).name, int(missing_target.sum()))
+    return Table(X, y, str(Path(path).resolve()), Path(path).name, int(missing_target.sum()), rows_per_file)
 
 
 def _check_features(X: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -244,6 +346,8 @@ def build_preprocessor(numeric: Sequence[str], categorical: Sequence[str]):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+    from trackflow.classifier import as_text
+
     return ColumnTransformer(
         [("numeric", Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
                                ("scale", StandardScaler())]), list(numeric)),
@@ -273,6 +377,7 @@ def profile_table(table: Table) -> dict:
         "source": table.source,
         "rows": int(len(table.y)),
         "rows_without_target": table.n_dropped_rows,
+        "rows_per_file": dict(table.rows_per_file),
         "columns": int(table.X.shape[1]),
         "numeric_columns": table.numeric,
         "categorical_columns": table.categorical,
@@ -289,6 +394,8 @@ def encode_splits(splits: Splits) -> Encoded:
     """
     from sklearn.preprocessing import LabelEncoder
 
+    from tasks.training import TrialData
+
     X_train = splits.X_train
     numeric = [c for c in X_train.columns if pd.api.types.is_numeric_dtype(X_train[c])
                and not pd.api.types.is_bool_dtype(X_train[c])]
@@ -304,6 +411,8 @@ def encode_splits(splits: Splits) -> Encoded:
 
 def classifier_from(encoded: Encoded, outcome: TrialOutcome) -> FittedClassifier:
     """The served model of a training: the shared preprocessing and that training's network."""
+    from trackflow.classifier import FittedClassifier
+
     return FittedClassifier(encoded.preprocessor, outcome.network, encoded.classes, encoded.columns)
 
 

@@ -111,10 +111,16 @@ def log_figures(run_id: str, figures: Mapping[str, Any]) -> None:
 
 
 def log_dataset(run_id: str, table, context: str = "training") -> None:
-    """Record the table as an input of the run: its source, digest and schema (features and target)."""
+    """Record the table as an input of the run: its source (with its files), digest and schema (features and target).
+
+    A folder table's source lists its files (names relative to the folder) beside the
+    folder's URI; MLflow's local source reads only the URI back, so the dataset still loads.
+    """
+    import json
+
     import mlflow.data
     import pandas as pd
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.exceptions import MlflowException
 
     frame = pd.concat([table.X, table.y.rename(table.y.name or "target")], axis=1)
@@ -124,7 +130,12 @@ def log_dataset(run_id: str, table, context: str = "training") -> None:
         # and its hint about integer columns concerns the target here, which a request never carries.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         ds = mlflow.data.from_pandas(frame, source=source, targets=frame.columns[-1], name=table.name)
-    inputs = [DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
+    entity = ds._to_mlflow_entity()
+    if source and Path(source).is_dir():
+        entity = Dataset(entity.name, entity.digest, entity.source_type,
+                         json.dumps(json.loads(entity.source) | {"files": list(table.rows_per_file)}),
+                         entity.schema, entity.profile)
+    inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
     c = client()
     try:
         c.log_inputs(run_id, datasets=inputs)
@@ -138,6 +149,18 @@ def log_dataset(run_id: str, table, context: str = "training") -> None:
 
 def log_json(run_id: str, obj: Mapping[str, Any], artifact_file: str) -> None:
     client().log_dict(run_id, dict(obj), artifact_file)
+
+
+def load_json(run_id: str, artifact_file: str) -> dict | None:
+    """A JSON artifact of the run, or None when the run has none by that name."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    store.configure()
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}")
+    except (MlflowException, OSError, ValueError):
+        return None
 
 
 def log_artifact_files(run_id: str, paths: list[str], artifact_path: str | None = None) -> None:

@@ -37,6 +37,7 @@ def mlflow_store(tmp_path, monkeypatch, mlflow_template) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("TRACKFLOW_CACHE_DIR", str(tmp_path / "trackflow-cache"))  # file digests (tasks/changes.py)
     return uri
 
 

@@ -19,6 +19,11 @@ class _Config(BaseModel):
 GENERATED_FIELDS = ("n_samples", "n_features", "n_informative")
 """Fields that shape the generated set; with `data` they do not apply."""
 
+NOT_MODEL_FIELDS = ("data", "experiment", "model_name", "register_model", "skip_unchanged")
+"""TrainConfig fields that say where the data is, where the run goes or whether to skip it, not
+what is trained: left out of the training key (tasks/changes.py; the data's bytes are in it).
+Every other field, including one added later, is part of the key."""
+
 
 class TrainConfig(_Config):
     """Parameters of the training pipeline (`trackflow train`)."""
@@ -53,6 +58,10 @@ class TrainConfig(_Config):
     experiment: str = Field("classifier", min_length=1, description="MLflow experiment to log the run in.")
     model_name: str = Field("classifier", min_length=1, description="Registered model name in the MLflow registry.")
     register_model: bool = Field(True, description="Register the trained model in the MLflow registry.")
+    skip_unchanged: bool = Field(
+        False, description="Train only if the data's bytes, the model's settings, the training code or the "
+        "torch/scikit-learn/trackflow versions changed since the experiment's last finished run of the same key."
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "TrainConfig":
