@@ -110,6 +110,10 @@ def _compare(metric: str, cand: Mapping[str, float], held: Mapping[str, float], 
                  f"{'lower than' if won else 'not lower than'} its {_fmt(prev_loss)}")
 
 
+def _and(items: list[str]) -> str:
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
+
+
 def _fmt(v: float | None) -> str:
     return "unknown" if v is None else f"{v:.4f}"
 
@@ -143,7 +147,7 @@ def promote_if_better(name: str, version: str, metric: str, alias: str) -> Promo
         differ = differences(_schema_of(mv, run), _schema_of(holder, held_run))
         if differ:
             return Promotion(False, version, cand[metric], str(holder.version), prev,
-                             f"@{alias} stays version {holder.version}: this model's {' and '.join(differ)} differ "
+                             f"@{alias} stays version {holder.version}: this model's {_and(differ)} differ "
                              f"from it, so requests made for it would fail here; to keep both, pass another "
                              f"{param('model_name')}")
         won, why = _compare(metric, cand, held, str(holder.version))

@@ -81,6 +81,7 @@ def test_a_tie_goes_to_the_lower_val_loss_and_otherwise_the_champion_stays(clien
     ({"target": "label"}, "target"),
     ({"classes": [0, 1, 2]}, "classes"),
     ({"inputs": ["feature_0"], "target": "target"}, "input columns and target"),
+    ({"inputs": ["feature_0"], "target": "target", "classes": ["x", "y"]}, "input columns, target and classes"),
 ])
 def test_a_model_of_other_data_is_registered_but_never_promoted(client, change, what):
     promote_if_better("m", candidate(client, "m", 0.6), "val_accuracy", "champion")
@@ -168,3 +169,20 @@ def test_a_registry_lock_left_by_a_dead_process_is_broken(client, monkeypatch):
                                    tags={"trackflow.lock_since": str(time.time() - registry.STALE_LOCK - 1)})
     p = promote_if_better("m", candidate(client, "m", 0.5), "val_accuracy", "champion")
     assert p.promoted and [m.name for m in client.search_registered_models()] == ["m"]
+
+
+def test_a_sweeps_ranking_breaks_ties_by_val_loss_then_grid_order():
+    from types import SimpleNamespace
+
+    from flows.sweep import SweepResult, Trial
+    from trackflow.config import TrainConfig
+
+    def trial(lr, acc, loss):
+        outcome = SimpleNamespace(history={"val_accuracy": [0.1, acc], "val_loss": [9.0, loss]})
+        return Trial(TrainConfig(lr=lr), f"run-{lr}", outcome)
+
+    grid = [trial(0.1, 0.8, 0.3), trial(0.2, 0.9, 0.5), trial(0.3, 0.9, 0.4), trial(0.4, 0.9, 0.4)]
+    ranked = SweepResult("parent", "0", "val_accuracy", trials=grid).ranked()
+    assert [t.config.lr for t in ranked] == [0.3, 0.4, 0.2, 0.1]
+    by_loss = SweepResult("parent", "0", "val_loss", trials=grid).ranked()
+    assert [t.config.lr for t in by_loss] == [0.1, 0.3, 0.4, 0.2]
