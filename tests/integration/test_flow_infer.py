@@ -212,3 +212,14 @@ def test_resumes_after_the_process_is_killed_mid_batch(tmp_path, tiny_models):
     skipped = int(p.stdout.split(" already done")[0].rsplit("(", 1)[1])
     assert skipped >= done_before  # what the killed run finished was kept, not redone
     assert len(pd.read_csv(out / "results.csv")) == n
+
+
+def test_an_error_in_a_flow_run_names_the_deployment_parameter(prompts, tmp_path, client):
+    from flows.infer import text_inference_pipeline
+    from trackflow.config import TextInferConfig
+
+    config = TextInferConfig(in_dir=str(prompts), out_dir=str(tmp_path / "out"), model=str(tmp_path / "no-model"))
+    state = text_inference_pipeline(config, return_state=True)  # as a deployment's run calls it
+    assert state.is_failed()
+    assert state.message.endswith(f"model folder {str(tmp_path / 'no-model')!r} does not exist; check config.model")
+    assert "--model" not in state.message
