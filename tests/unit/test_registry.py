@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
 
 from tasks import registry
 from tasks.registry import promote_if_better, rank_key, schema_tags
+from tests.helpers.registry import SCHEMA, candidate, champion, race, slow_alias_reads
 from trackflow.naming import names
-
-SCHEMA = dict(inputs=["a", "b"], target="y", classes=[0, 1])
-
-
-def candidate(client, name: str, val_accuracy, val_loss: float | None = 0.5, schema: dict | None = SCHEMA,
-              params: dict | None = None) -> str:
-    """A finished run with per-epoch metrics (a list: one value per epoch), registered as a new version of `name`."""
-    exp = client.get_experiment_by_name("reg") or client.get_experiment(client.create_experiment("reg"))
-    run_id = client.create_run(exp.experiment_id).info.run_id
-    accs = val_accuracy if isinstance(val_accuracy, list) else [val_accuracy]
-    metrics = [Metric("val_accuracy", v, 0, i + 1) for i, v in enumerate(accs)]
-    metrics += [Metric("val_loss", val_loss, 0, len(accs))] if val_loss is not None else []
-    client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in (params or {}).items()])
-    client.set_terminated(run_id)
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name)
-    tags = schema_tags(**schema) if schema else {}
-    return str(client.create_model_version(name, f"runs:/{run_id}/model", run_id, tags=tags).version)
-
-
-def champion(client, name: str = "m") -> str:
-    return str(client.get_model_version_by_alias(name, "champion").version)
-
 
 def test_the_first_version_takes_the_alias(client):
     v = candidate(client, "m", 0.6)
@@ -121,43 +96,16 @@ def test_rank_key_sorts_best_first_then_lower_loss_then_given_order():
 # --------------------------------------------------------------------------- two promotions at once
 
 
-def _slow_reads(monkeypatch, delays: dict[str, float]) -> None:
-    """Widen the read-compare-set window: a thread named in `delays` waits that long after reading the alias.
-
-    Without the lock, the slower (worse) candidate reads the old champion, then sets the
-    alias after the better one did: the champion would be the one that lost.
-    """
-    read = MlflowClient.get_model_version_by_alias
-
-    def slow(self, *args, **kwargs):
-        mv = read(self, *args, **kwargs)
-        time.sleep(delays.get(threading.current_thread().name, 0))
-        return mv
-
-    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", slow)
-
-
 @pytest.mark.parametrize("lock", ["fcntl", "registry"])
 def test_two_promotions_at_once_leave_the_better_one(client, monkeypatch, lock):
     if lock == "registry":  # the marker used for PostgreSQL and tracking servers, here on SQLite
         monkeypatch.setattr(registry.store, "sqlite_path", lambda uri: None)
-    _slow_reads(monkeypatch, {"better": 0.05, "worse": 0.6})
+    slow_alias_reads(monkeypatch, {"better": 0.05, "worse": 0.6})
     for round_ in range(3):
         name = f"m{round_}"
         promote_if_better(name, candidate(client, name, 0.5), "val_accuracy", "champion")
         better, worse = candidate(client, name, 0.9), candidate(client, name, 0.7)
-        start, results = threading.Barrier(2), {}
-
-        def promote(version):
-            start.wait()
-            results[threading.current_thread().name] = promote_if_better(name, version, "val_accuracy", "champion")
-
-        threads = [threading.Thread(target=promote, args=(v,), name=n) for n, v in (("better", better),
-                                                                                   ("worse", worse))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        results = race(client, name, better, worse)
         assert set(results) == {"better", "worse"}
         assert champion(client, name) == better, (round_, results)
     assert not [m.name for m in client.search_registered_models() if "promotion-lock" in m.name]
