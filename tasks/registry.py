@@ -134,7 +134,9 @@ def promote_if_better(name: str, version: str, metric: str, alias: str) -> Promo
     with promotion_lock(name, alias):
         try:
             holder = c.get_model_version_by_alias(name, alias)
-        except MlflowException:
+        except MlflowException as exc:  # "alias not found"; any other failure must not pass for an empty alias
+            if exc.error_code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+                raise
             holder = None
         if holder is None:
             c.set_registered_model_alias(name, alias, version)
@@ -147,8 +149,8 @@ def promote_if_better(name: str, version: str, metric: str, alias: str) -> Promo
         differ = differences(_schema_of(mv, run), _schema_of(holder, held_run))
         if differ:
             return Promotion(False, version, cand[metric], str(holder.version), prev,
-                             f"@{alias} stays version {holder.version}: this model's {_and(differ)} differ "
-                             f"from it, so requests made for it would fail here; to keep both, pass another "
+                             f"@{alias} stays version {holder.version}: this model's {_and(differ)} "
+                             f"{'differs' if differ == ['target'] else 'differ'} from it, so requests made for it would fail here; to keep both, pass another "
                              f"{param('model_name')}")
         won, why = _compare(metric, cand, held, str(holder.version))
         if won:
