@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from cli import signals
 from cli.options import UsageError, option_name, add_model_options, build_config
-from trackflow import store, telemetry
+from trackflow import naming, store, telemetry
 from trackflow.runs import STALE_AFTER
 from trackflow.config import (GENERATED_FIELDS, AudioInferConfig, PruneConfig, SweepConfig, TextInferConfig,
                               TrainConfig)
@@ -194,6 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"MLflow run:   {result.run_id} (experiment {config.experiment!r})")
     if result.model_version:
         print(f"Registered:   models:/{config.model_name}/{result.model_version}")
+        print(f"Promotion:    {result.promotion_reason or 'not considered (--no-promote)'}")
     print(f"Open it:      make ui, then {result.run_url}")
     return EXIT_OK
 
@@ -215,7 +216,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for t in result.failed:
         print(f"  {t.label:<36} FAILED: {t.error}")
     if result.model_version:
-        print(f"Best registered as models:/{base.model_name}/{result.model_version}; {result.promotion_reason}")
+        print(f"Best registered as models:/{base.model_name}/{result.model_version}")
+        print(f"Promotion: {result.promotion_reason or 'not considered (--no-promote)'}")
     print(f"MLflow parent run: {result.run_id} (experiment {base.experiment!r})")
     print(f"Open it:           make ui, then {store.run_url(store.tracking_uri(), result.experiment_id, result.run_id)}")
     return _exit_code("sweep", len(result.failed), len(result.trials), "trials")
@@ -293,7 +295,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path = args.file or PREFECT_YAML
     try:
-        specs = read_deployments(path)
+        with naming.names("config"):  # prefect.yaml sets the configs' fields, not options
+            specs = read_deployments(path)
     except (OSError, ValidationError, KeyError) as exc:
         raise UsageError(f"cannot use {path}: {exc}") from None
     for s in specs:
@@ -476,7 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signals.install()
     try:
-        return args.func(args)
+        with naming.names("cli"):  # messages name options (--data), not config fields (config.data)
+            return args.func(args)
     except UsageError as exc:
         print(f"trackflow {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

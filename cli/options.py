@@ -16,13 +16,15 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ValidationError
 
+from trackflow.naming import flag
+
 
 class UsageError(Exception):
     """Invalid arguments or input: reported in one line, exit code 2."""
 
 
 def option_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return flag(name)
 
 
 def _describe_range(field) -> str:

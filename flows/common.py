@@ -12,6 +12,7 @@ from tasks import tracking
 from tasks.data import Encoded, Splits, Table, classifier_from
 from tasks.evaluation import Evaluation
 from tasks.plots import plot_confusion_matrix, plot_loss_curves, plot_roc_curves
+from tasks.registry import Promotion, schema_tags
 from tasks.training import TrialOutcome
 from trackflow.config import GENERATED_FIELDS, TrainConfig
 from trackflow.runs import is_interrupt
@@ -106,3 +107,23 @@ def log_model(run_id: str, encoded: Encoded, outcome: TrialOutcome, evaluation: 
         "roc_curve": plot_roc_curves(evaluation.y_true, evaluation.proba, evaluation.classes),
     })
     return steps.log_classifier(run_id, classifier_from(encoded, outcome), example_rows(splits))
+
+
+def register_and_promote(config: TrainConfig, model_uri: str, run_id: str, encoded: Encoded, splits: Splits,
+                         metric: str, decision_run: str) -> tuple[str | None, Promotion | None]:
+    """Register the model of `run_id` with what it takes and answers, then promote it by the registry's rule.
+
+    (version, promotion); None for what the config turns off. The decision and why are
+    tags of `decision_run` and a line in the flow run's log.
+    """
+    if not config.register_model:
+        return None, None
+    tags = schema_tags(encoded.columns, str(splits.y_train.name), encoded.classes)
+    version = steps.register_model(model_uri, config.model_name, run_id, tags)
+    if not config.promote:
+        return version, None
+    promo = steps.promote_if_better(config.model_name, version, metric, config.promote_alias)
+    steps.set_tags(decision_run, {"trackflow.promotion": "promoted" if promo.promoted else "kept",
+                                  "trackflow.promotion_reason": promo.reason})
+    print(promo.reason)
+    return version, promo

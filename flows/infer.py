@@ -71,7 +71,8 @@ def audio_inference_pipeline(config: AudioInferConfig) -> InferResult:
 
 
 def _nothing_to_do(config: InferConfig) -> InferResult:
-    get_run_logger().info("nothing to do: no files matching %r in %s", config.glob, config.in_dir)
+    missing = "" if Path(config.in_dir).exists() else " (the folder does not exist yet)"
+    get_run_logger().info("nothing to do: no files matching %r in %s%s", config.glob, config.in_dir, missing)
     return InferResult(str(Path(config.out_dir).resolve()))
 
 

@@ -29,14 +29,16 @@ from prefect import flow
 from prefect.futures import as_completed
 
 from flows import steps
-from flows.common import load_args, log_model, network_args, prefect_tags, tracked, training_params
+from flows.common import (load_args, log_model, network_args, prefect_tags, register_and_promote, tracked,
+                          training_params)
 from tasks import tracking
 from tasks.data import Encoded, Splits, Table
 from tasks.evaluation import Evaluation, evaluate
 from tasks.plots import plot_metric_vs_lr
+from tasks.registry import TIEBREAK, rank_key
 from tasks.training import TrialOutcome, estimate_seconds
 from trackflow import store
-from trackflow.config import SWEEP_METRICS, SweepConfig, TrainConfig
+from trackflow.config import SweepConfig, TrainConfig
 from trackflow.runs import is_interrupt
 
 # Measured here (benchmarks/bench_sweep.py, 2 cores): a pool's workers return their first
@@ -90,9 +92,9 @@ class SweepResult:
         return [t for t in self.trials if t.error is not None]
 
     def ranked(self) -> list[Trial]:
-        """Completed trials, best first by `metric` in its direction."""
-        ok = [t for t in self.trials if t.outcome is not None]
-        return sorted(ok, key=lambda t: t.value(self.metric), reverse=SWEEP_METRICS[self.metric] == "max")
+        """Completed trials, best first by `metric` in its direction, then by val_loss, then in grid order."""
+        ok = [t for t in self.trials if t.outcome is not None]  # in grid order: sorted() keeps it among equals
+        return sorted(ok, key=lambda t: rank_key(self.metric, t.value(self.metric), t.value(TIEBREAK)))
 
 
 def plan_runner(config: SweepConfig, trial_seconds: float, n_trials: int, cores: int) -> RunnerPlan:
@@ -204,19 +206,15 @@ def run_trials(plan: RunnerPlan, encoded: Encoded, trials: list[Trial]) -> None:
 
 def record_best(config: SweepConfig, result: SweepResult, encoded: Encoded, splits: Splits) -> None:
     """The best trial's run gets the model and figures; it is registered, and promoted if it beats the champion."""
-    best, metric, base = result.best, config.metric, config.base
+    best = result.best
     model_uri = log_model(best.run_id, encoded, best.outcome, best.evaluation, splits)
-    if not base.register_model:
+    result.model_version, promo = register_and_promote(config.base, model_uri, best.run_id, encoded, splits,
+                                                       config.metric, result.run_id)
+    if promo is None:
         return
-    result.model_version = steps.register_model(model_uri, base.model_name, best.run_id)
-    promo = steps.promote_if_better(base.model_name, result.model_version, metric, best.value(metric),
-                                    SWEEP_METRICS[metric], config.promote_alias)
     result.promoted, result.promotion_reason = promo.promoted, promo.reason
-    steps.set_tags(result.run_id, {"trackflow.promotion": "promoted" if promo.promoted else "kept",
-                                   "trackflow.promotion_reason": promo.reason})
     steps.log_metrics(result.run_id, {"candidate_value": promo.value}
                       | ({"champion_previous_value": promo.previous_value} if promo.previous_value is not None else {}))
-    print(("Promoted" if promo.promoted else "Not promoted") + f": {promo.reason}")
 
 
 def report_sweep(config: SweepConfig, result: SweepResult) -> None:

@@ -14,6 +14,7 @@ from flows.common import (
     log_training_metrics,
     network_args,
     prefect_tags,
+    register_and_promote,
     tracked,
     training_params,
 )
@@ -21,7 +22,7 @@ from tasks.changes import DETAIL_ARTIFACT, KeyedRun, TrainingKey, describe_chang
 from tasks.data import profile_table
 from tasks.reporting import metrics_markdown
 from trackflow import store
-from trackflow.config import TrainConfig
+from trackflow.config import RANKING_METRIC, TrainConfig
 
 
 @dataclass
@@ -36,6 +37,8 @@ class TrainResult:
     run_url: str = ""
     changes: str = ""  # what changed since the experiment's latest keyed run
     unchanged: str = ""  # set instead of training (skip_unchanged): "Unchanged since run ..."
+    promoted: bool = False
+    promotion_reason: str = ""  # empty: not registered, or promotion turned off
 
 
 @flow(name="train-classifier", log_prints=True)
@@ -63,13 +66,14 @@ def training_pipeline(config: TrainConfig = TrainConfig()) -> TrainResult:
         evaluation = steps.evaluate(outcome.proba_test, encoded.data.y_test, encoded.classes)
         log_training_metrics(run_id, evaluation, outcome, table)
         model_uri = log_model(run_id, encoded, outcome, evaluation, splits)
-        version = steps.register_model(model_uri, config.model_name, run_id) if config.register_model else None
+        version, promo = register_and_promote(config, model_uri, run_id, encoded, splits, RANKING_METRIC, run_id)
         run_url = store.run_url(store.tracking_uri(), experiment_id, run_id)
         links = {"MLflow run": run_url} | ({"Prefect flow run": url} if (url := flow_run_url()) else {})
         steps.publish_markdown("training-summary", metrics_markdown("Test metrics", evaluation.metrics, links),
                                "Test metrics of the trained MLP")
     return TrainResult(run_id, experiment_id, evaluation.metrics, model_uri, encoded.classes, outcome.history,
-                       version, run_url, changes)
+                       version, run_url, changes, promoted=promo is not None and promo.promoted,
+                       promotion_reason=promo.reason if promo else "")
 
 
 def _unchanged(run: KeyedRun) -> TrainResult:

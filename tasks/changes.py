@@ -200,8 +200,9 @@ def file_digests(data: str | Path, cache: str | Path | None = None) -> dict[str,
             st = f.stat()
         except FileNotFoundError:
             from tasks.data import DataError
+            from trackflow.naming import param
 
-            raise DataError(f"data file {str(f)!r} does not exist; check --data") from None
+            raise DataError(f"data file {str(f)!r} does not exist; check {param('data')}") from None
         path = str(f.resolve())
         stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
         entry = known.get(path)

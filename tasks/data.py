@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from trackflow.naming import param
+
 if TYPE_CHECKING:  # torch loads with these: `trackflow train --skip-unchanged` lists a table's files without it
     from tasks.training import TrialData, TrialOutcome
     from trackflow.classifier import FittedClassifier
@@ -104,9 +106,9 @@ def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
     path = Path(path)
     fmt = table_format(path)
     if not path.exists():
-        raise DataError(f"data file {str(path)!r} does not exist; check --data")
+        raise DataError(f"data file {str(path)!r} does not exist; check {param('data')}")
     if not path.is_file():
-        raise DataError(f"data {str(path)!r} is not a regular file; pass a .csv or .parquet file with --data")
+        raise DataError(f"data {str(path)!r} is not a regular file; pass a .csv or .parquet file with {param('data')}")
     if path.stat().st_size == 0:
         raise DataError(f"data file {str(path)!r} is empty; it needs a header row and data rows")
     try:
@@ -141,7 +143,7 @@ def table_files(path: str | Path) -> list[Path]:
                    and not any(part.startswith(".") for part in f.relative_to(path).parts))
     if not files:
         raise DataError(f"data folder {str(path)!r} holds no .csv, .tsv or .parquet files; "
-                        "put the table's files in it or pass a file with --data")
+                        f"put the table's files in it or pass a file with {param('data')}")
     return files
 
 
@@ -233,9 +235,9 @@ def select_columns(frame: pd.DataFrame, source: str, target: str, features: Sequ
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     if target not in columns:
-        raise DataError(f"--target {target!r} is not a column of {source!r}; its columns are: "
+        raise DataError(f"{param('target')} {target!r} is not a column of {source!r}; its columns are: "
                         f"{', '.join(map(repr, columns))}")
-    for option, names in (("--features", features or []), ("--drop", drop)):
+    for option, names in ((param("features"), features or []), (param("drop"), drop)):
         unknown = [c for c in names if c not in columns]
         if unknown:
             raise DataError(f"{option} names {', '.join(map(repr, unknown))}, not columns of {source!r}; "
@@ -245,9 +247,11 @@ def select_columns(frame: pd.DataFrame, source: str, target: str, features: Sequ
     else:
         chosen = [c for c in columns if c != target and c not in drop]
     if target in chosen:
-        raise DataError(f"--target {target!r} is also listed in --features; a column cannot predict itself")
+        raise DataError(f"{param('target')} {target!r} is also listed in {param('features')}; a column cannot predict "
+                        "itself")
     if not chosen:
-        raise DataError(f"no feature columns left in {source!r} (all dropped); check --features and --drop")
+        raise DataError(f"no feature columns left in {source!r} (all dropped); check {param('features')} and "
+                        f"{param('drop')}")
     return chosen, frame[target]
 
 
@@ -289,7 +293,7 @@ def _check_features(X: pd.DataFrame, source: str) -> pd.DataFrame:
     for col in X.columns:
         values = X[col]
         if values.isna().all():
-            raise DataError(f"column {col!r} of {source!r} is empty in every row; fill it or pass --drop {col!r}")
+            raise DataError(f"column {col!r} of {source!r} is empty in every row; fill it or pass {param('drop')} {col!r}")
         text = values.dtype == object or pd.api.types.is_string_dtype(values)
         if text and not values.map(lambda v: isinstance(v, bool) or v is None).all():
             present = values.dropna()
@@ -299,7 +303,7 @@ def _check_features(X: pd.DataFrame, source: str) -> pd.DataFrame:
                 row = int(present.index[bad.argmax()])
                 raise DataError(f"column {col!r} of {source!r} is numeric but row {row + 1} holds "
                                 f"{present[bad].iloc[0]!r}; fix the value (or leave it empty: missing values are "
-                                f"imputed), or pass --drop {col!r}")
+                                f"imputed), or pass {param('drop')} {col!r}")
             if not bad.any():  # numbers stored as text (e.g. a Parquet string column): treat as numbers
                 X = X.assign(**{col: pd.to_numeric(values, errors="coerce")})
         elif pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -312,7 +316,7 @@ def check_classes(y: pd.Series, source: str, test_size: float, val_size: float) 
     counts = y.value_counts()
     if len(counts) < 2:
         raise DataError(f"target of {source!r} has a single class ({counts.index[0]!r}); a classifier needs at "
-                        "least two: check --target")
+                        f"least two: check {param('target')}")
     n = len(y)
     smallest = counts.idxmin()
     need = max(3, int(np.ceil(1 / min(test_size, val_size))))
@@ -322,7 +326,7 @@ def check_classes(y: pd.Series, source: str, test_size: float, val_size: float) 
     for part, size in (("test", test_size), ("validation", val_size)):
         if round(n * size) < len(counts):
             raise DataError(f"the {part} split of {source!r} would hold {round(n * size)} rows for {len(counts)} "
-                            f"classes; add rows or raise --{'test' if part == 'test' else 'val'}-size")
+                            f"classes; add rows or raise {param('test_size' if part == 'test' else 'val_size')}")
 
 
 # --------------------------------------------------------------------------- splitting and preprocessing

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.results import item_key
+from trackflow.naming import param
 
 TARGET_RATE = 16_000  # Wav2Vec2 checkpoints are trained on 16 kHz mono
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a clip holds no signal worth transcribing
@@ -169,16 +170,19 @@ def _check_folder(root: Path) -> None:
 
 
 def _nothing_matches(root: Path, pattern: str) -> InputFolderError:
-    return InputFolderError(f"input folder {str(root)!r} has no files matching {pattern!r}; add files or change --glob")
+    return InputFolderError(f"input folder {str(root)!r} has no files matching {pattern!r}; add files or change "
+                           f"{param('glob')}")
 
 
 def check_input_dir(in_dir: str | Path, pattern: str, exclude: str | Path | None, allow_empty: bool) -> bool:
     """Raise InputFolderError naming the folder when there is nothing to process; stops at the first input.
 
-    With `allow_empty` (a scheduled inbox), an existing folder with no inputs is not an
-    error: the result is True ("nothing to do") instead. False means there is work.
+    With `allow_empty` (a scheduled inbox), a folder that is missing or has no inputs is
+    not an error: the result is True ("nothing to do") instead. False means there is work.
     """
     root = Path(in_dir)
+    if allow_empty and not root.exists():
+        return True
     _check_folder(root)
     if next(iter_files(root, pattern, exclude), None) is None:
         if allow_empty:
@@ -349,10 +353,12 @@ def list_inputs(in_dir: str | Path, pattern: str, exclude: str | Path | None, al
     """The input files under `in_dir`, as escaped relative names, in one walk of the folder.
 
     Raises InputFolderError naming the folder when it is missing or has nothing to
-    process, unless `allow_empty` (a scheduled inbox) makes an existing empty folder an
-    empty list. Names only are kept (~100 bytes a file), never contents.
+    process, unless `allow_empty` (a scheduled inbox, whose folder a fresh clone does not
+    have yet) makes that an empty list. Names only are kept (~100 bytes a file), never contents.
     """
     root = Path(in_dir)
+    if allow_empty and not root.exists():
+        return []
     _check_folder(root)
     files = [escape_name(p.relative_to(root).as_posix()) for p in iter_files(root, pattern, exclude)]
     if not files and not allow_empty:

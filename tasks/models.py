@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from trackflow.devices import resolve_device
+from trackflow.naming import param
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 _HUB_PROBE_TIMEOUT = 3.0
@@ -80,7 +81,7 @@ def _download(model: str) -> Path:
             _downloaded[key] = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
         except Exception as exc:
             raise ModelSourceError(
-                f"MLflow model {model!r} cannot be fetched ({store.redact_text(str(exc))}); check the URI and the store"
+                f"MLflow model {model!r} cannot be fetched ({store.redact_text(str(exc))}); check {param('model')} and the store"
             ) from None
     return _downloaded[key]
 
@@ -97,13 +98,13 @@ def resolve_model_source(model: str) -> ModelSource:
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelSourceError(
-                f"model folder {model!r} has no config.json; pass a folder written by save_pretrained "
-                "(e.g. `trackflow models tiny DEST`) or a hub id"
+                f"model folder {model!r} has no config.json; set {param('model')} to a folder written by "
+                "save_pretrained (e.g. `trackflow models tiny DEST`) or a hub id"
             )
         _check_safetensors(path, model)
         return ModelSource(model, str(path), "local")
     if model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise ModelSourceError(f"model folder {model!r} does not exist; check the path")
+        raise ModelSourceError(f"model folder {model!r} does not exist; check {param('model')}")
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(model, "config.json")
@@ -113,8 +114,8 @@ def resolve_model_source(model: str) -> ModelSource:
     if not _hub_reachable():
         raise ModelSourceError(
             f"model {model!r} is not in the local Hugging Face cache and the hub cannot be reached. Either pass "
-            "a local folder with --model (one made by save_pretrained, or `trackflow models tiny DEST` for a "
-            "small offline model), or allow network access to huggingface.co (and unset HF_HUB_OFFLINE)"
+            f"a local folder with {param('model')} (one made by save_pretrained, or `trackflow models tiny DEST` "
+            "for a small offline model), or allow network access to huggingface.co (and unset HF_HUB_OFFLINE)"
         )
     return ModelSource(model, model, "hub")
 

@@ -17,6 +17,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from trackflow.naming import param
+
 RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
 CSV_COLUMNS = [
@@ -60,7 +62,8 @@ class ResultsLog:
         except BlockingIOError:
             self._lock.close()
             raise OutputBusyError(
-                f"output folder {str(self.dir)!r} is in use by another trackflow job; wait for it or pass another --out"
+                f"output folder {str(self.dir)!r} is in use by another trackflow job; wait for it or pass another "
+                f"{param('out_dir')}"
             ) from None
         self._done: dict[str, str] = {}  # key -> digest of inputs with an ok record for this fingerprint
         self.n_previous = self.compact()

@@ -16,6 +16,7 @@ from typing import Any
 
 
 from trackflow import runs, store
+from trackflow.naming import param
 
 
 def client():
@@ -33,7 +34,7 @@ def ensure_experiment(name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
-            raise ValueError(f"MLflow experiment {name!r} is deleted; restore it in the UI or pick another --experiment")
+            raise ValueError(f"MLflow experiment {name!r} is deleted; restore it in the UI or pick another {param('experiment')}")
         return exp.experiment_id
     try:
         return c.create_experiment(name, artifact_location=store.artifact_location(store.tracking_uri()))

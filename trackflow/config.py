@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trackflow.naming import param
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -19,7 +21,8 @@ class _Config(BaseModel):
 GENERATED_FIELDS = ("n_samples", "n_features", "n_informative")
 """Fields that shape the generated set; with `data` they do not apply."""
 
-NOT_MODEL_FIELDS = ("data", "experiment", "model_name", "register_model", "skip_unchanged")
+NOT_MODEL_FIELDS = ("data", "experiment", "model_name", "register_model", "skip_unchanged", "promote",
+                    "promote_alias")
 """TrainConfig fields that say where the data is, where the run goes or whether to skip it, not
 what is trained: left out of the training key (tasks/changes.py; the data's bytes are in it).
 Every other field, including one added later, is part of the key."""
@@ -62,6 +65,12 @@ class TrainConfig(_Config):
         False, description="Train only if the data's bytes, the model's settings, the training code or the "
         "torch/scikit-learn/trackflow versions changed since the experiment's last finished run of the same key."
     )
+    promote: bool = Field(
+        True, description="Give the registered version the alias --promote-alias when no version holds it, or when "
+        "it beats the holder on the same input columns, target and classes (validation metric at the last epoch, "
+        "then val_loss). --no-promote registers only.",
+    )
+    promote_alias: str = Field("champion", min_length=1, description="Registry alias of the best version of the model.")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "TrainConfig":
@@ -74,25 +83,28 @@ class TrainConfig(_Config):
             )
         if self.data is None:
             if self.target or self.features or self.drop:
-                raise ValueError("target, features and drop choose columns of --data; give --data too")
+                raise ValueError(f"target, features and drop choose columns of {param('data')}; give {param('data')} too")
             if self.n_informative > self.n_features:
                 raise ValueError(
                     f"n_informative ({self.n_informative}) must be <= n_features ({self.n_features}); "
-                    "lower --n-informative or raise --n-features"
+                    f"lower {param('n_informative')} or raise {param('n_features')}"
                 )
             n_small = round(self.n_samples * min(self.test_size, self.val_size))
             if n_small < 4:
                 raise ValueError(
                     f"n_samples={self.n_samples} leaves only {n_small} samples in the smallest split; "
-                    "raise --n-samples or the split fractions so each split has at least 4"
+                    f"raise {param('n_samples')} or the split fractions so each split has at least 4"
                 )
         elif not self.target:
-            raise ValueError("data needs a target: name the column to predict with --target")
+            raise ValueError(f"data needs a target: name the column to predict with {param('target')}")
         return self
 
 
 SWEEP_METRICS = {"val_accuracy": "max", "val_loss": "min"}
 """Validation metrics a sweep can rank trials by, and which direction is better."""
+
+RANKING_METRIC = "val_accuracy"
+"""The validation metric a sweep ranks by unless told otherwise; a training run is promoted on it."""
 
 
 class SweepConfig(_Config):
@@ -103,7 +115,7 @@ class SweepConfig(_Config):
     optimizers: list[Literal["adam", "adamw"]] = Field(["adam"], min_length=1, description="Optimizers to try.")
     dropouts: list[float] = Field([0.2], min_length=1, description="Dropout probabilities to try.")
     metric: Literal["val_accuracy", "val_loss"] = Field(
-        "val_accuracy", description="Validation metric (last epoch) that ranks trials and decides promotion."
+        RANKING_METRIC, description="Validation metric (last epoch) that ranks trials and decides promotion."
     )
     runner: Literal["auto", "sequential", "processes", "dask"] = Field(
         "auto",
@@ -117,7 +129,6 @@ class SweepConfig(_Config):
     dask_address: str | None = Field(
         None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to run the trials on."
     )
-    promote_alias: str = Field("champion", min_length=1, description="Registry alias given to the best model.")
 
     @model_validator(mode="after")
     def _check_grid(self) -> "SweepConfig":
@@ -136,7 +147,8 @@ class SweepConfig(_Config):
         if self.dask_address and not self.dask_address.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")):
             raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
         if len(self.lrs) * len(self.optimizers) * len(self.dropouts) > 10_000:
-            raise ValueError("the grid has more than 10,000 trials; narrow --lrs/--optimizers/--dropouts")
+            raise ValueError(f"the grid has more than 10,000 trials; narrow {param('lrs')}, {param('optimizers')} "
+                             f"or {param('dropouts')}")
         return self
 
     def trials(self) -> list[TrainConfig]:
@@ -166,7 +178,8 @@ class InferConfig(_Config):
     experiment: str = Field("batch-inference", min_length=1, description="MLflow experiment to log the job in.")
     log_every: float = Field(10.0, gt=0, le=3600, description="Seconds between progress lines in the Prefect log.")
     allow_empty: bool = Field(
-        False, description="An existing input folder with nothing to process ends the job quietly (scheduled inboxes)."
+        False, description="An input folder that is missing or has nothing to process ends the job quietly "
+        "(scheduled inboxes).",
     )
 
     @model_validator(mode="after")

@@ -50,6 +50,16 @@ def test_a_bad_parameter_in_prefect_yaml_is_caught(tmp_path):
         read_deployments(bad)
 
 
+@pytest.mark.parametrize("name", ["hourly-inbox-text", "hourly-inbox-audio"])
+def test_the_inbox_deployments_complete_quietly_on_a_fresh_clone(tmp_path, monkeypatch, client, name):
+    spec = next(s for s in read_deployments() if s.name == name)
+    monkeypatch.chdir(tmp_path)  # a clone without inbox/: its folder is made by whoever drops files in
+    state = spec.flow(spec.config, return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result().nothing_to_do and not (tmp_path / spec.config.in_dir).exists()
+    assert client.get_experiment_by_name("batch-inference") is None
+
+
 def api(url: str, path: str, body: dict | None = None):
     r = httpx.post(f"{url}{path}", json=body or {}, timeout=30) if body is not None else httpx.get(f"{url}{path}", timeout=30)
     r.raise_for_status()

@@ -160,7 +160,7 @@ def test_missing_or_empty_folder_exits_2_with_no_run(tmp_path, tiny_models, clie
     assert client.get_experiment_by_name("batch-inference") is None
 
 
-def test_allow_empty_inbox_is_nothing_to_do_but_a_missing_one_still_fails(tmp_path, tiny_models, client):
+def test_allow_empty_inbox_is_nothing_to_do_even_when_its_folder_is_missing(tmp_path, tiny_models, client):
     d = tmp_path / "inbox"
     d.mkdir()
     p = run_cli("infer", "text", d, "--out", tmp_path / "out", "--model", tiny_models["text"], "--allow-empty", timeout=120)
@@ -169,7 +169,8 @@ def test_allow_empty_inbox_is_nothing_to_do_but_a_missing_one_still_fails(tmp_pa
     assert client.get_experiment_by_name("batch-inference") is None
     p = run_cli("infer", "text", tmp_path / "nope", "--out", tmp_path / "out", "--model", tiny_models["text"],
                 "--allow-empty", timeout=120)
-    assert p.returncode == 2 and "does not exist" in p.stderr, p.stderr
+    assert p.returncode == 0 and "Nothing to do" in p.stdout, p.stderr
+    assert client.get_experiment_by_name("batch-inference") is None
 
 
 def test_uncached_hub_model_offline_exits_2_at_once(prompts, tmp_path):
@@ -211,3 +212,14 @@ def test_resumes_after_the_process_is_killed_mid_batch(tmp_path, tiny_models):
     skipped = int(p.stdout.split(" already done")[0].rsplit("(", 1)[1])
     assert skipped >= done_before  # what the killed run finished was kept, not redone
     assert len(pd.read_csv(out / "results.csv")) == n
+
+
+def test_an_error_in_a_flow_run_names_the_deployment_parameter(prompts, tmp_path, client):
+    from flows.infer import text_inference_pipeline
+    from trackflow.config import TextInferConfig
+
+    config = TextInferConfig(in_dir=str(prompts), out_dir=str(tmp_path / "out"), model=str(tmp_path / "no-model"))
+    state = text_inference_pipeline(config, return_state=True)  # as a deployment's run calls it
+    assert state.is_failed()
+    assert state.message.endswith(f"model folder {str(tmp_path / 'no-model')!r} does not exist; check config.model")
+    assert "--model" not in state.message

@@ -131,3 +131,16 @@ def test_bad_data_stops_before_any_run_and_registers_nothing(client, tmp_path):
         training_pipeline(TrainConfig(data=str(path), target="label"))
     assert client.get_experiment_by_name("classifier") is None
     assert client.search_registered_models() == []
+
+
+@pytest.mark.parametrize("update, says", [
+    ({"data": "missing.csv", "target": "y"}, "does not exist; check config.data"),
+    ({"target": "nope"}, "config.target 'nope' is not a column of"),
+])
+def test_an_error_in_a_flow_run_names_the_deployment_parameter(client, tmp_path, monkeypatch, update, says):
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"a": range(40), "y": [0, 1] * 20}).to_csv("t.csv", index=False)
+    state = training_pipeline(TrainConfig(**({"data": "t.csv"} | update)), return_state=True)
+    assert state.is_failed() and says in state.message and "--" not in state.message

@@ -46,3 +46,24 @@ def test_train_and_sweep_against_an_mlflow_server_on_postgresql(tmp_path):
                               "-tAc", "select count(*) from runs where status = 'FINISHED'"],
                              capture_output=True, text=True, check=True)
         assert int(out.stdout.strip()) == 4
+
+
+@pytest.mark.slow
+def test_two_promotions_at_once_through_a_tracking_server(tmp_path, monkeypatch):
+    """The registry-side lock over MLflow's REST API: the better of two racing promotions ends as champion."""
+    from mlflow import MlflowClient
+
+    from tasks.registry import promote_if_better
+    from tests.helpers.registry import candidate, champion, race, slow_alias_reads
+
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "mlflow.log") as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        client = MlflowClient(tracking_uri=url, registry_uri=url)
+        slow_alias_reads(monkeypatch, {"better": 0.05, "worse": 0.6})
+        for round_ in range(2):
+            name = f"m{round_}"
+            promote_if_better(name, candidate(client, name, 0.5), "val_accuracy", "champion")
+            better, worse = candidate(client, name, 0.9), candidate(client, name, 0.7)
+            assert set(race(client, name, better, worse)) == {"better", "worse"}
+            assert champion(client, name) == better
+        assert sorted(m.name for m in client.search_registered_models()) == ["m0", "m1"]  # no lock left behind

@@ -9,7 +9,6 @@ from prefect import task
 
 import flows.steps as steps
 from flows.sweep import RunnerPlan, plan_runner, sweep_pipeline
-from tasks.registry import is_better
 from tasks.training import train_on
 from trackflow.config import SweepConfig, TrainConfig
 
@@ -48,13 +47,6 @@ def test_grid_is_the_product_in_order_without_duplicates():
 def test_bad_sweep_configs(kw, message):
     with pytest.raises(Exception, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         sweep(**kw)
-
-
-def test_is_better_respects_direction():
-    assert is_better(0.9, 0.8, "max") and not is_better(0.8, 0.8, "max")
-    assert is_better(0.2, 0.3, "min") and not is_better(0.3, 0.2, "min")
-    with pytest.raises(ValueError, match="direction"):
-        is_better(1, 2, "up")
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from tests.helpers.servers import free_port, mlflow_server, prefect_server
 from tests.helpers.store import all_runs
 from tests.integration.test_ui import browser, wait_for_text  # noqa: F401 (browser is a fixture)
 from trackflow import telemetry
+from tasks.tracking import ensure_experiment
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -104,7 +105,7 @@ def test_kill_9_then_reap_crashes_the_dead_flow_run_and_leaves_a_live_one_alone(
 
     flow = httpx.post(f"{api}/flows/", json={"name": "live-flow"}).json()
     live_fr = httpx.post(f"{api}/flow_runs/", json={"flow_id": flow["id"], "state": {"type": "RUNNING"}}).json()
-    exp = client.create_experiment("live")
+    exp = ensure_experiment("live")
     live = client.create_run(exp, tags=owner_tags() | {"prefect.flow_run_id": live_fr["id"]}).info.run_id
 
     log = tmp_path / "cmd.log"
@@ -169,7 +170,7 @@ def test_the_prune_flow_deletes_old_runs_with_their_artifacts(client, tmp_path):
     from flows.prune import prune_pipeline
     from trackflow.config import PruneConfig
 
-    exp = client.create_experiment("old")
+    exp = ensure_experiment("old")
     old = client.create_run(exp, start_time=int((time.time() - 40 * 86400) * 1000)).info.run_id
     client.log_text(old, "x" * 500, "a.txt")
     client.set_terminated(old)

@@ -104,14 +104,14 @@ def bad(tmp_path, name, content) -> str:
 @pytest.mark.parametrize(
     "make, target, message",
     [
-        (lambda d: str(d / "missing.csv"), "y", "does not exist; check --data"),
+        (lambda d: str(d / "missing.csv"), "y", "does not exist; check config.data"),
         (lambda d: bad(d, "t.xlsx", b"x"), "y", "unknown table format '.xlsx'; use a .csv, .tsv or .parquet file"),
         (lambda d: bad(d, "empty.csv", b""), "y", "is empty; it needs a header row and data rows"),
         (lambda d: bad(d, "header.csv", b"a,b,y\n"), "y", "has a header but no data rows"),
         (lambda d: bad(d, "fake.parquet", b"not parquet at all"), "y", "is not a valid parquet table"),
         (lambda d: bad(d, "latin1.csv", "a,y\ncafé,1\n".encode("latin-1")), "y", "cannot be read"),
         (lambda d: bad(d, "t.csv", pd.DataFrame({"a": [1, 2], "y": [0, 1]})), "label",
-         "--target 'label' is not a column of"),
+         "config.target 'label' is not a column of"),
         (lambda d: bad(d, "all-missing.csv", pd.DataFrame({"a": [1.0] * 30, "gone": [np.nan] * 30,
                                                            "y": [0, 1] * 15})), "y",
          "column 'gone' of"),
@@ -141,7 +141,7 @@ def test_a_number_that_does_not_parse_is_reported_with_its_row(tmp_path):
     frame = pd.DataFrame({"age": [str(20 + i) for i in range(40)] + ["forty"], "y": [0, 1] * 20 + [0]})
     with pytest.raises(DataError) as err:
         load_table(bad(tmp_path, "typo.csv", frame), "y", None, [])
-    assert "is numeric but row 41 holds 'forty'" in str(err.value) and "--drop 'age'" in str(err.value)
+    assert "is numeric but row 41 holds 'forty'" in str(err.value) and "config.drop 'age'" in str(err.value)
 
 
 def test_a_text_column_stays_a_category(tmp_path):

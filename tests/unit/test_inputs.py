@@ -65,13 +65,16 @@ def test_check_input_dir_errors_name_the_folder(tmp_path):
     check_input_dir(tmp_path, "**/*.txt", None, allow_empty=False)  # has one: no error
 
 
-def test_allow_empty_makes_only_an_existing_empty_folder_nothing_to_do(tmp_path):
+def test_allow_empty_makes_a_missing_or_empty_folder_nothing_to_do(tmp_path):
     (tmp_path / "inbox").mkdir()
     assert check_input_dir(tmp_path / "inbox", "**/*.txt", None, allow_empty=True) is True
     (tmp_path / "inbox" / "a.txt").write_text("hi")
     assert check_input_dir(tmp_path / "inbox", "**/*.txt", None, allow_empty=True) is False
+    # a scheduled inbox on a fresh clone: its folder is not there yet
+    assert check_input_dir(tmp_path / "nope", "**/*.txt", None, allow_empty=True) is True
+    assert list_inputs(tmp_path / "nope", "**/*.txt", None, allow_empty=True) == []
     with pytest.raises(InputFolderError, match="does not exist"):
-        check_input_dir(tmp_path / "nope", "**/*.txt", None, allow_empty=True)
+        list_inputs(tmp_path / "nope", "**/*.txt", None, allow_empty=False)
     with pytest.raises(InputFolderError, match="is a file"):
         check_input_dir(tmp_path / "inbox" / "a.txt", "**/*.txt", None, allow_empty=True)
 

@@ -11,6 +11,7 @@ from urllib.request import url2pathname
 import pytest
 
 from cli.main import main
+from tasks.tracking import ensure_experiment
 
 DAY_MS = 24 * 3600 * 1000
 NOW_MS = int(time.time() * 1000)
@@ -38,8 +39,8 @@ def make_run(client, exp, name, days_ago, status="FINISHED", tags=None, files=No
 @pytest.fixture
 def store_with_history(client, tmp_path):
     """Old and new runs of every kind the retention rules tell apart."""
-    exp = client.create_experiment("classifier")
-    other = client.create_experiment("elsewhere")
+    exp = ensure_experiment("classifier")
+    other = ensure_experiment("elsewhere")
     user_results = tmp_path / "outbox" / "results.jsonl"
     user_results.parent.mkdir()
     user_results.write_text('{"input": "a.txt"}\n')

@@ -11,6 +11,7 @@ import pytest
 
 from trackflow import runs
 from trackflow.runs import HEARTBEAT_TAG, OWNER_TAG, REAPED_TAG, Owner, why_dead
+from tasks.tracking import ensure_experiment
 
 HERE = Owner.this_process()
 
@@ -66,7 +67,7 @@ def test_runs_without_an_owner_tag_are_not_ours():
 def test_reaper_ends_only_dead_owners_runs_and_fails_their_pending_models(client):
     from mlflow.entities import LoggedModelStatus
 
-    exp = client.create_experiment("reap")
+    exp = ensure_experiment("reap")
     gone = Owner(HERE.host, dead_pid(), HERE.started, HERE.boot, HERE.pidns)
     far = Owner("elsewhere", 1, 1.0, 1.0, "1")
     made = {
@@ -96,7 +97,7 @@ def test_reaper_ends_only_dead_owners_runs_and_fails_their_pending_models(client
 
 def test_only_a_dead_top_level_run_names_its_prefect_flow_run_for_crashing(client):
     """A sweep's trials carry their parent's flow run id; a trial's dead worker must not crash the live flow."""
-    exp = client.create_experiment("reap-prefect")
+    exp = ensure_experiment("reap-prefect")
     gone = Owner(HERE.host, dead_pid(), HERE.started, HERE.boot, HERE.pidns)
     flow = {"prefect.flow_run_id": "0b0e6f3e-0000-4000-8000-000000000001"}
     top = client.create_run(exp, run_name="top", tags=tags(gone) | flow).info.run_id
@@ -107,7 +108,7 @@ def test_only_a_dead_top_level_run_names_its_prefect_flow_run_for_crashing(clien
 
 
 def test_heartbeat_refreshes_open_runs_and_stops_when_told(client):
-    exp = client.create_experiment("beat")
+    exp = ensure_experiment("beat")
     run_id = client.create_run(exp, tags={HEARTBEAT_TAG: "0"}).info.run_id
     beat = runs.Heartbeat(every=0.2)
     beat.watch(client, run_id)

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from cli.main import main
+from tasks.tracking import ensure_experiment
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +20,7 @@ def wide_terminal(monkeypatch):
 @pytest.fixture
 def history(client):
     """A training run with a registered version @champion, and a sweep with three trials."""
-    exp = client.create_experiment("classifier")
+    exp = ensure_experiment("classifier")
     train = client.create_run(exp, run_name="train-adam-lr0.001",
                               tags={"prefect.flow_run_id": "f-1",
                                     "prefect.flow_run_url": "http://127.0.0.1:4200/runs/flow-run/f-1"})
