@@ -42,20 +42,28 @@ def _settle_heap() -> None:
     gc.enable()
 
 
-def _reap(stale_after: float) -> tuple[str, list]:
-    """The store made ready and probed, and runs left RUNNING by dead processes ended: (its URI, those runs)."""
+def _reap(stale_after: float, experiment: str | None = None) -> tuple[str, list]:
+    """The store made ready and probed (it answers and takes writes, to `experiment` for a tracking server), and
+    runs left RUNNING by dead processes ended: (its URI, those runs)."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from trackflow.runs import reap_dead_runs
 
     uri = store.configure()
     store.check_reachable(uri)
-    return uri, reap_dead_runs(MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri)), stale_after)
+    store.check_writable(uri, experiment)
+    try:
+        return uri, reap_dead_runs(MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri)), stale_after)
+    except MlflowException as exc:  # a tracking server that refuses to end a dead run
+        raise store.StoreError(f"MLflow store {store.redact(uri)} refused to end a dead run "
+                               f"({store.redact_text(exc.message)[:200]}); check its permissions") from None
 
 
-def _prepare_store() -> str:
-    """Before any work: the MLflow store exists and answers, and runs left RUNNING by dead commands are ended."""
-    uri, reaped = _reap(STALE_AFTER)
+def _prepare_store(experiment: str) -> str:
+    """Before any work: the MLflow store exists, answers and takes writes, and runs left RUNNING by dead commands
+    are ended."""
+    uri, reaped = _reap(STALE_AFTER, experiment)
     for r in reaped:
         print(f"trackflow: marked run {r.run_name!r} ({r.run_id}) KILLED: {r.reason}", file=sys.stderr)
     return uri
@@ -105,7 +113,7 @@ def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     config = build_config(TrainConfig, args)
     _check_data(config, args)
-    _prepare_store()
+    _prepare_store(config.experiment)
     from flows.train import training_pipeline
 
     result = _run(training_pipeline, config)
@@ -124,7 +132,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k in SweepConfig.model_fields and k != "base"}
     config = build_config(SweepConfig, argparse.Namespace(base=base, **values))
     _check_data(base, args)
-    _prepare_store()
+    _prepare_store(base.experiment)
     from flows.sweep import sweep_pipeline
 
     result = _run(sweep_pipeline, config)
@@ -161,7 +169,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
         check_input_dir(config.in_dir, config.glob, exclude=config.out_dir, allow_empty=config.allow_empty)
-        _prepare_store()
+        _prepare_store(config.experiment)
         resolve_model_source(config.model)
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -237,6 +238,27 @@ def test_an_unreachable_server_fails_at_once_naming_it(own_server_env, var, addr
     [line] = [x for x in p.stderr.splitlines() if x.startswith("trackflow train: ")]
     assert line.startswith(f"trackflow train: {says.format(port=port)}") and hint in line
     assert "secret" not in p.stdout + p.stderr
+
+
+def test_a_tracking_server_that_refuses_writes_fails_before_any_work(tmp_path, mlflow_template):
+    """A server whose database is read-only answers every read; the command must stop at its first write, not
+    in the flow with pages of tracebacks."""
+    from tests.helpers.servers import mlflow_server
+    from tests.helpers.store import read_only
+
+    db = tmp_path / "server.db"
+    shutil.copy(mlflow_template, db)
+    with mlflow_server(f"sqlite:///{db}", tmp_path / "artifacts", tmp_path / "mlflow.log") as url, read_only(db):
+        t0 = time.monotonic()
+        p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env(MLFLOW_TRACKING_URI=url), timeout=120)
+        took = time.monotonic() - t0
+    assert p.returncode == 1, p.stdout + p.stderr
+    [line] = p.stderr.splitlines()
+    assert re.fullmatch(  # MLflow answers 500 or 503 ("database is locked") for a write its database refuses
+        rf"trackflow train: MLflow tracking server {url} refuses writes to experiment 'classifier' \(it answered "
+        r"HTTP 50\d\); check the server's store and this user's permissions, or unset MLFLOW_TRACKING_URI to use "
+        r"\./mlruns", line), line
+    assert "Flow run" not in p.stdout + p.stderr and took < 30
 
 
 # --------------------------------------------------------------------------- the model, before any work

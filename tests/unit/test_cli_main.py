@@ -73,3 +73,21 @@ def test_main_hands_back_an_enabled_collector_after_any_outcome(restore_gc, caps
     _settle_heap()
     assert restore_gc.isenabled() and restore_gc.get_freeze_count() > 0
     assert restore_gc.get_threshold()[0] == 50_000
+
+
+@pytest.mark.parametrize("args", [["runs", "reap"], ["train", "--n-samples", "300", "--epochs", "1"]])
+def test_a_read_only_store_fails_before_any_work_with_one_line(mlflow_store, capsys, restore_gc, args):
+    from cli.main import main
+    from tests.helpers.store import all_runs, read_only
+    from trackflow import store
+
+    db = store.sqlite_path(mlflow_store)
+    with read_only(db):
+        assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"trackflow {args[0]}: MLflow store {db} cannot be written "
+                                "(attempt to write a readonly database); make the file and its folder writable by "
+                                "this user (permissions, `lsattr` for the immutable flag, a read-only mount), or "
+                                "point MLFLOW_TRACKING_URI at a writable store"]
+    assert "run(s)" not in out  # `runs reap` no longer reports "0 runs" on a store it could not have written
+    assert all_runs(mlflow_store) == []
