@@ -15,8 +15,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from cli import signals
 from cli.options import UsageError, option_name, add_model_options, build_config
 from trackflow import store, telemetry
@@ -209,22 +207,22 @@ def cmd_models_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from flows.deployments import PREFECT_YAML, read_deployments, serve_all
+    from flows.deployments import PREFECT_YAML, DeploymentsError, read_deployments, serve_all
     from prefect.settings import PREFECT_API_URL
 
     from cli.prefect_api import check_reachable
 
     _settle_heap()
+    path = args.file or PREFECT_YAML
+    try:  # the whole file, crons included, before anything is printed or any server is asked
+        specs = read_deployments(path)
+    except DeploymentsError as exc:
+        raise UsageError(str(exc)) from None
     if not PREFECT_API_URL.value():
         raise UsageError("serving schedules needs a running Prefect server: start one (`make server`) and set "
                          "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
     check_reachable(PREFECT_API_URL.value())
 
-    path = args.file or PREFECT_YAML
-    try:
-        specs = read_deployments(path)
-    except (OSError, ValidationError, KeyError) as exc:
-        raise UsageError(f"cannot use {path}: {exc}") from None
     for s in specs:
         print(f"  {s.name:<22} {', '.join(c for c, _ in s.crons) or 'no schedule'}  ({s.flow.name})")
     serve_all(path, limit=args.limit)
@@ -243,6 +241,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_reap(args: argparse.Namespace) -> int:
+    import math
+
+    if not (math.isfinite(args.stale_after) and args.stale_after > 0):  # 0 or less would reap live runs elsewhere
+        raise UsageError(f"--stale-after must be a number of minutes above 0 (got {args.stale_after:g}); "
+                         f"the default is {STALE_AFTER / 60:g}")
     uri, reaped = _reap(args.stale_after * 60)
     for r in reaped:
         print(f"KILLED {r.run_id} ({r.run_name}, experiment {r.experiment_id}): {r.reason}")
@@ -250,8 +253,19 @@ def cmd_runs_reap(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _version() -> str:
+    """The installed trackflow's version (its package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trackflow")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trackflow", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="Run the training pipeline once.", description="Run the training pipeline once.")
     add_model_options(p, TrainConfig)
@@ -265,9 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
     infer = sub.add_parser("infer", help="Run a Hugging Face model over a folder of files.",
                            description="Batch inference over a folder; rerun with the same --out to resume.")
     kinds = infer.add_subparsers(dest="kind", required=True, metavar="KIND")
-    for kind, model, what in (("text", TextInferConfig, "Generate a continuation of every prompt file"),
-                              ("audio", AudioInferConfig, "Transcribe every recording")):
-        p = kinds.add_parser(kind, help=what + ".", description=what + f" ({model.__doc__.strip()})")
+    resume = ("One record per input goes to OUT_DIR/results.jsonl (and results.csv); rerun with the same --out to "
+              "resume: inputs already done are skipped.")
+    for kind, model, what, how in (
+        ("text", TextInferConfig, "Generate a continuation of every prompt file",
+         "in IN_DIR with a causal language model (GPT-2 style): a .txt file is one prompt, a .jsonl file one "
+         "{\"prompt\": ...} per line."),
+        ("audio", AudioInferConfig, "Transcribe every recording",
+         "in IN_DIR with a Wav2Vec2-style CTC speech model (WAV, FLAC, OGG or MP3, decoded to 16 kHz mono)."),
+    ):
+        p = kinds.add_parser(kind, help=what + ".", description=f"{what} {how} {resume}")
         p.add_argument("in_dir", metavar="IN_DIR", help=model.model_fields["in_dir"].description)
         p.add_argument("--out", "-o", dest="out_dir", metavar="OUT_DIR", required=True,
                        help=model.model_fields["out_dir"].description)
