@@ -58,7 +58,7 @@ def _reap(stale_after: float, experiment: str | None = None) -> tuple[str, list]
                                f"({store.redact_text(exc.message)[:200]}); check its permissions") from None
 
 
-def _prepare_store(experiment: str) -> str:
+def _prepare_store(experiment: str | None = None) -> str:
     """Before any work: the MLflow store exists, answers and takes writes, and runs left RUNNING by dead commands
     are ended."""
     uri, reaped = _reap(STALE_AFTER, experiment)

@@ -250,12 +250,29 @@ def test_a_tracking_server_that_refuses_writes_fails_before_any_work(tmp_path, m
     from tests.helpers.servers import mlflow_server
     from tests.helpers.store import read_only
 
+    import dataclasses
+
+    import psutil
+    from mlflow import MlflowClient
+
+    from trackflow.runs import OWNER_TAG, Owner
+
     db = tmp_path / "server.db"
     shutil.copy(mlflow_template, db)
-    with mlflow_server(f"sqlite:///{db}", tmp_path / "artifacts", tmp_path / "mlflow.log") as url, read_only(db):
-        t0 = time.monotonic()
-        p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env(MLFLOW_TRACKING_URI=url), timeout=120)
-        took = time.monotonic() - t0
+    with mlflow_server(f"sqlite:///{db}", tmp_path / "artifacts", tmp_path / "mlflow.log") as url:
+        dead_pid = next(pid for pid in range(4_000_000, 4_100_000) if not psutil.pid_exists(pid))
+        dead = dataclasses.replace(Owner.this_process(), pid=dead_pid)
+        MlflowClient(url).create_run("0", tags={OWNER_TAG: dead.tag()})  # a run whose process is gone
+        with read_only(db):
+            t0 = time.monotonic()
+            p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env(MLFLOW_TRACKING_URI=url), timeout=120)
+            took = time.monotonic() - t0
+            # MLflow's own retries (minutes of back-off) off, as a user may set them: the answer, not the wait.
+            reap = P.run(("runs", "reap"), cli_env(MLFLOW_TRACKING_URI=url, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"))
+    assert reap.returncode == 1 and "run(s)" not in reap.stdout, reap.stdout + reap.stderr
+    [line] = reap.stderr.splitlines()
+    # Once a write failed, this server answers reads with 503 too: "not usable", or "refused to end a dead run".
+    assert re.match(rf"trackflow runs: MLflow (tracking server|store) {url} (is not usable|refused to end)", line), line
     assert p.returncode == 1, p.stdout + p.stderr
     [line] = p.stderr.splitlines()
     assert re.fullmatch(  # MLflow answers 500 or 503 ("database is locked") for a write its database refuses
