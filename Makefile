@@ -49,6 +49,8 @@ test-fast: $(STAMP) ## Run the unit layer (no servers; well under a minute)
 ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:5000, or MLFLOW_PORT (trackflow ui)
 	$(BIN)/trackflow ui $(if $(MLFLOW_PORT),--port $(MLFLOW_PORT))
 
+# The UI asks /ui-settings for the API's address, which Prefect builds from this port (default 4200).
+server: export PREFECT_SERVER_API_PORT = $(PREFECT_PORT)
 server: $(STAMP) ## Prefect server (API + UI) on http://127.0.0.1:4200, or PREFECT_PORT; its database is in ~/.prefect
 	$(QUIET) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 

@@ -15,8 +15,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from cli import signals
 from cli.options import UsageError, option_name, add_model_options, build_config
 from trackflow import naming, store, telemetry
@@ -43,15 +41,22 @@ def _settle_heap() -> None:
     gc.enable()
 
 
-def _reap(stale_after: float) -> tuple[str, list]:
-    """The store made ready and probed, and runs left RUNNING by dead processes ended: (its URI, those runs)."""
+def _reap(stale_after: float, experiment: str | None = None) -> tuple[str, list]:
+    """The store made ready and probed (it answers and takes writes, to `experiment` for a tracking server), and
+    runs left RUNNING by dead processes ended: (its URI, those runs)."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from trackflow.runs import reap_dead_runs
 
     uri = store.configure()
     store.check_reachable(uri)
-    reaped = reap_dead_runs(MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri)), stale_after)
+    store.check_writable(uri, experiment)
+    try:
+        reaped = reap_dead_runs(MlflowClient(tracking_uri=uri, registry_uri=store.registry_uri(uri)), stale_after)
+    except MlflowException as exc:  # a tracking server that refuses to end a dead run
+        raise store.StoreError(f"MLflow store {store.redact(uri)} refused to end a dead run "
+                               f"({store.redact_text(exc.message)[:200]}); check its permissions") from None
     _flow_runs_to_crash.update({r.flow_run_id: f"trackflow reaper: its MLflow run {r.run_id} was ended KILLED: "
                                 f"{r.reason}" for r in reaped if r.flow_run_id})
     return uri, reaped
@@ -94,9 +99,10 @@ def _print_flow_run_link(run_id: str | None, one_off: bool) -> None:
         print(link_line(url, one_off))
 
 
-def _prepare_store() -> str:
-    """Before any work: the MLflow store exists and answers, and runs left RUNNING by dead commands are ended."""
-    uri, reaped = _reap(STALE_AFTER)
+def _prepare_store(experiment: str | None = None) -> str:
+    """Before any work: the MLflow store exists, answers and takes writes, and runs left RUNNING by dead commands
+    are ended."""
+    uri, reaped = _reap(STALE_AFTER, experiment)
     for r in reaped:
         print(f"trackflow: marked run {r.run_name!r} ({r.run_id}) KILLED: {r.reason}", file=sys.stderr)
     return uri
@@ -180,7 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(line)
         return EXIT_OK
     _check_data(config, args)
-    _prepare_store()
+    _prepare_store(config.experiment)
     from flows.train import training_pipeline
 
     result = _run(training_pipeline, config)
@@ -204,7 +210,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k in SweepConfig.model_fields and k != "base"}
     config = build_config(SweepConfig, argparse.Namespace(base=base, **values))
     _check_data(base, args)
-    _prepare_store()
+    _prepare_store(base.experiment)
     from flows.sweep import sweep_pipeline
 
     result = _run(sweep_pipeline, config)
@@ -242,7 +248,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
         check_input_dir(config.in_dir, config.glob, exclude=config.out_dir, allow_empty=config.allow_empty)
-        _prepare_store()
+        _prepare_store(config.experiment)
         resolve_model_source(config.model)
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -282,23 +288,23 @@ def cmd_models_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from flows.deployments import PREFECT_YAML, read_deployments, serve_all
+    from flows.deployments import PREFECT_YAML, DeploymentsError, read_deployments, serve_all
     from prefect.settings import PREFECT_API_URL
 
     from cli.prefect_api import check_reachable
 
     _settle_heap()
+    path = args.file or PREFECT_YAML
+    try:  # the whole file, crons included, before anything is printed or any server is asked
+        with naming.names("config"):  # prefect.yaml sets the configs' fields, not options
+            specs = read_deployments(path)
+    except DeploymentsError as exc:
+        raise UsageError(str(exc)) from None
     if not PREFECT_API_URL.value():
         raise UsageError("serving schedules needs a running Prefect server: start one (`make server`) and set "
                          "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
     check_reachable(PREFECT_API_URL.value())
 
-    path = args.file or PREFECT_YAML
-    try:
-        with naming.names("config"):  # prefect.yaml sets the configs' fields, not options
-            specs = read_deployments(path)
-    except (OSError, ValidationError, KeyError) as exc:
-        raise UsageError(f"cannot use {path}: {exc}") from None
     for s in specs:
         print(f"  {s.name:<22} {', '.join(c for c, _ in s.crons) or 'no schedule'}  ({s.flow.name})")
     serve_all(path, limit=args.limit)
@@ -317,6 +323,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_reap(args: argparse.Namespace) -> int:
+    import math
+
+    if not (math.isfinite(args.stale_after) and args.stale_after > 0):  # 0 or less would reap live runs elsewhere
+        raise UsageError(f"--stale-after must be a number of minutes above 0 (got {args.stale_after:g}); "
+                         f"the default is {STALE_AFTER / 60:g}")
     uri, reaped = _reap(args.stale_after * 60)
     for r in reaped:
         print(f"KILLED {r.run_id} ({r.run_name}, experiment {r.experiment_id}): {r.reason}")
@@ -385,8 +396,19 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _version() -> str:
+    """The installed trackflow's version (its package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trackflow")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trackflow", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="Run the training pipeline once.", description="Run the training pipeline once.")
     add_model_options(p, TrainConfig)
@@ -400,9 +422,16 @@ def build_parser() -> argparse.ArgumentParser:
     infer = sub.add_parser("infer", help="Run a Hugging Face model over a folder of files.",
                            description="Batch inference over a folder; rerun with the same --out to resume.")
     kinds = infer.add_subparsers(dest="kind", required=True, metavar="KIND")
-    for kind, model, what in (("text", TextInferConfig, "Generate a continuation of every prompt file"),
-                              ("audio", AudioInferConfig, "Transcribe every recording")):
-        p = kinds.add_parser(kind, help=what + ".", description=what + f" ({model.__doc__.strip()})")
+    resume = ("One record per input goes to OUT_DIR/results.jsonl (and results.csv); rerun with the same --out to "
+              "resume: inputs already done are skipped.")
+    for kind, model, what, how in (
+        ("text", TextInferConfig, "Generate a continuation of every prompt file",
+         "in IN_DIR with a causal language model (GPT-2 style): a .txt file is one prompt, a .jsonl file one "
+         "{\"prompt\": ...} per line."),
+        ("audio", AudioInferConfig, "Transcribe every recording",
+         "in IN_DIR with a Wav2Vec2-style CTC speech model (WAV, FLAC, OGG or MP3, decoded to 16 kHz mono)."),
+    ):
+        p = kinds.add_parser(kind, help=what + ".", description=f"{what} {how} {resume}")
         p.add_argument("in_dir", metavar="IN_DIR", help=model.model_fields["in_dir"].description)
         p.add_argument("--out", "-o", dest="out_dir", metavar="OUT_DIR", required=True,
                        help=model.model_fields["out_dir"].description)

@@ -5,7 +5,12 @@ the main thread, so the flow marks its runs KILLED and its servers are stopped o
 way out. (Inside a flow run Prefect swaps in its own SIGTERM handler, which raises its
 `TerminationSignal` and then re-sends the signal to this one.) A watchdog then gives the
 unwinding `GRACE` seconds: a thread stuck in a system call, or a trial still training on
-a worker thread, cannot keep the process alive. A second signal exits at once.
+a worker thread, cannot keep the process alive.
+
+A second signal (a second Ctrl-C, or `timeout` forwarding the one a terminal sent to the
+whole group) ends the process within seconds, without interrupting the unwinding under
+way. Every forced exit (a second signal, the watchdog) first ends KILLED the MLflow runs
+this process still has open, so none is left RUNNING.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import threading
 from collections.abc import Callable
 
 GRACE = 20.0
+END_RUNS_WITHIN = 5.0  # seconds a forced exit waits for the store to take the open runs' end
 _cleanups: list[Callable[[], None]] = []
 _received: list[int] = []
 
@@ -60,8 +66,34 @@ def stop_children(timeout: float = 3.0) -> None:
             pass
 
 
+def end_open_runs(timeout: float = END_RUNS_WITHIN) -> None:
+    """End KILLED the MLflow runs this process still has open (a forced exit skips the flows' own clean-up).
+
+    From another thread, waited for `timeout` seconds at most: a store that does not answer
+    must not hold the exit.
+    """
+    from trackflow.runs import heartbeat
+
+    open_runs = heartbeat.watched()
+    if not open_runs:
+        return
+    from tasks.tracking import end_unfinished
+
+    def end() -> None:
+        try:
+            end_unfinished(open_runs, "KILLED")
+        except Exception:  # the next command's reaper ends what could not be ended here
+            pass
+
+    worker = threading.Thread(target=end, name="trackflow-end-runs", daemon=True)
+    worker.start()
+    worker.join(timeout)
+
+
 def exit_now(code: int) -> None:
-    """End the process with `code` now: cleanups, children stopped, output flushed; no atexit, no thread joins."""
+    """End the process with `code` now: open runs ended, cleanups, children stopped, output flushed; no atexit,
+    no thread joins."""
+    end_open_runs()
     for cleanup in list(_cleanups):
         try:
             cleanup()
@@ -77,7 +109,13 @@ def exit_now(code: int) -> None:
 
 def _handler(signum, frame) -> None:
     if _received:
-        exit_now(exit_code(_received[0]))
+        # Not raised: that would cut short the clean-up the first signal started (ending the runs
+        # KILLED). The exit comes from another thread, which ends what is still open itself.
+        if len(_received) == 1:
+            _received.append(signum)
+            threading.Thread(target=exit_now, args=(exit_code(_received[0]),), name="trackflow-forced-exit",
+                             daemon=True).start()
+        return
     _received.append(signum)
     timer = threading.Timer(GRACE, exit_now, args=(exit_code(signum),))
     timer.daemon = True

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
 
@@ -39,15 +40,45 @@ def config_model(flow) -> type:
     return typing.get_type_hints(flow.fn)["config"]
 
 
+class DeploymentsError(ValueError):
+    """prefect.yaml cannot be used; one line naming the file, the deployment and the field."""
+
+
+def _one_line(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']} (got {e['input']!r})"
+                     for e in exc.errors(include_url=False))
+
+
 def read_deployments(path: str | Path = PREFECT_YAML) -> list[DeploymentSpec]:
-    """Every deployment in prefect.yaml, its parameters validated (pydantic errors name the field)."""
-    spec = yaml.safe_load(Path(path).read_text())
+    """Every deployment in prefect.yaml, the whole file validated first: its YAML, each flow's parameters against
+    its config model and each schedule (Prefect's own cron and time-zone checks)."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        spec = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise DeploymentsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise DeploymentsError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("deployments") or [], list):
+        raise DeploymentsError(f"{path} has no `deployments:` list")
     out = []
-    for d in spec.get("deployments", []):
-        flow = load_flow(d["entrypoint"])
-        config = config_model(flow)(**(d.get("parameters") or {}).get("config", {}))
-        crons = tuple((s["cron"], s.get("timezone", "UTC")) for s in d.get("schedules") or [] if "cron" in s)
-        out.append(DeploymentSpec(d["name"], flow, config, crons, d.get("description", ""), tuple(d.get("tags", []))))
+    for i, d in enumerate(spec.get("deployments") or []):
+        where = f"{path}, deployment {d.get('name', i + 1) if isinstance(d, dict) else i + 1!r}"
+        try:
+            flow = load_flow(d["entrypoint"])
+            config = config_model(flow)(**(d.get("parameters") or {}).get("config", {}))
+            crons = tuple((s["cron"], s.get("timezone", "UTC")) for s in d.get("schedules") or [] if "cron" in s)
+            for cron, tz in crons:
+                CronSchedule(cron=cron, timezone=tz)
+            out.append(DeploymentSpec(d["name"], flow, config, crons, d.get("description", ""),
+                                      tuple(d.get("tags", []))))
+        except ValidationError as exc:
+            raise DeploymentsError(f"{where}: {_one_line(exc)}") from None
+        except KeyError as exc:
+            raise DeploymentsError(f"{where}: missing {exc.args[0]!r}") from None
+        except (ImportError, AttributeError, TypeError) as exc:
+            raise DeploymentsError(f"{where}: {type(exc).__name__}: {exc}") from None
     return out
 
 

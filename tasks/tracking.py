@@ -66,18 +66,22 @@ def start_run(
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
-    """Mark the run FINISHED, FAILED or KILLED."""
-    runs.heartbeat.unwatch(run_id)
+    """Mark the run FINISHED, FAILED or KILLED.
+
+    Watched until the store has taken it: a forced exit ends the runs still watched, also
+    one whose ending was cut short (by a second signal).
+    """
     client().set_terminated(run_id, status)
+    runs.heartbeat.unwatch(run_id)
 
 
 def end_unfinished(run_ids: list[str], status: str) -> None:
     """End `status` those of `run_ids` that are still RUNNING (trials cut short by an interrupt or a crash)."""
     c = client()
     for run_id in run_ids:
-        runs.heartbeat.unwatch(run_id)
         if c.get_run(run_id).info.status == "RUNNING":
             c.set_terminated(run_id, status)
+        runs.heartbeat.unwatch(run_id)
 
 
 def log_params(run_id: str, params: Mapping[str, Any]) -> None:

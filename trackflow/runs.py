@@ -177,6 +177,11 @@ class Heartbeat:
         with self._lock:
             self._runs.pop(run_id, None)
 
+    def watched(self) -> list[str]:
+        """The runs this process has open (a run leaves the list once it is ended)."""
+        with self._lock:
+            return list(self._runs)
+
     def _beat(self) -> None:
         while True:
             time.sleep(self.every)

@@ -9,6 +9,7 @@ the store is built in a temporary file under a lock and renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -81,7 +82,10 @@ def configure() -> str:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars per file, in logs: noise
     uri = tracking_uri()
     if db := sqlite_path(uri):
-        ensure_sqlite_store(db)
+        try:
+            ensure_sqlite_store(db)
+        except OSError as exc:  # a read-only folder or mount, a full disk
+            raise StoreError(f"MLflow store {db} cannot be created ({exc.strerror or exc}); {_WRITABLE_FIX}") from None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry_uri(uri))
     return uri
@@ -199,21 +203,14 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
     if scheme in ("http", "https"):
         from mlflow import MlflowClient
 
-        saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-        os.environ |= {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
         try:
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+            with _no_retries(timeout):
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except Exception as exc:
             raise StoreError(
                 f"MLflow tracking server {redact(uri)} is not usable ({_reason(exc)}); check that it is running "
                 "and reachable at that address, and its credentials, or unset MLFLOW_TRACKING_URI to use ./mlruns"
             ) from None
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
     elif scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
         import sqlalchemy
 
@@ -230,17 +227,102 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
             ) from None
 
 
+# --------------------------------------------------------------------------- writability
+
+WRITE_CHECK_TAG = "trackflow.write_check"
+_WRITABLE_FIX = ("make the file and its folder writable by this user (permissions, `lsattr` for the immutable "
+                 "flag, a read-only mount), or point MLFLOW_TRACKING_URI at a writable store")
+
+
+def check_writable(uri: str, experiment: str | None = None) -> None:
+    """Fail before any work, naming the store, when it answers but refuses writes.
+
+    A read-only store passes every read, so `check_reachable` cannot tell; the first write
+    would come only at the run's start, inside the flow, after the servers are up. SQLite:
+    a write transaction rolled back (it needs the database file and a journal beside it),
+    and a file made and removed in the artifacts folder. A tracking server: a tag set and
+    removed on `experiment` (the one the command writes to; created if missing, as the flow
+    would), the same permission the run needs: a probe on another experiment could be
+    refused by an authenticating server that lets this user write its own.
+    """
+    if db := sqlite_path(uri):
+        _check_sqlite_writable(db)
+    elif urlsplit(uri).scheme in ("http", "https") and experiment:
+        _check_server_writable(uri, experiment)
+
+
+def _check_sqlite_writable(db: Path) -> None:
+    import tempfile
+
+    try:
+        con = sqlite3.connect(db, timeout=30, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                # A real page change (a no-op UPDATE can be skipped): the journal must be created.
+                con.execute(f"CREATE TABLE trackflow_write_check_{os.getpid()} (x)")
+            finally:
+                con.execute("ROLLBACK")
+        finally:
+            con.close()
+        artifacts = db.parent / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        tempfile.TemporaryFile(dir=artifacts).close()
+    except (sqlite3.Error, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise StoreError(f"MLflow store {db} cannot be written ({reason}); {_WRITABLE_FIX}") from None
+
+
+def _check_server_writable(uri: str, experiment: str) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        with _no_retries(10.0):
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                try:
+                    client.create_experiment(experiment)
+                except MlflowException as exc:
+                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # made at the same moment by another command
+                        raise
+            elif exp.lifecycle_stage == "active":  # a deleted one is refused later, with its own message
+                client.set_experiment_tag(exp.experiment_id, WRITE_CHECK_TAG, str(int(time.time())))
+                client.delete_experiment_tag(exp.experiment_id, WRITE_CHECK_TAG)
+    except MlflowException as exc:
+        raise StoreError(f"MLflow tracking server {redact(uri)} refuses writes to experiment {experiment!r} "
+                         f"({_reason(exc)}); check the server's store and this user's permissions, or unset "
+                         "MLFLOW_TRACKING_URI to use ./mlruns") from None
+
+
+@contextlib.contextmanager
+def _no_retries(timeout: float):
+    """MLflow's HTTP client without its retries (minutes of back-off on 5xx answers), for a probe."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ |= {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _reason(exc: BaseException) -> str:
     """A short cause: the network error, or the HTTP status a non-MLflow answer came with."""
     import re
 
     text = " ".join(str(exc).split())
+    if m := re.search(r"error code (\d{3})|too many (\d{3}) error responses", text):
+        code = m.group(1) or m.group(2)
+        return f"it answered HTTP {code}" + (", credentials rejected" if code in ("401", "403") else "")
     for marker in ("Connection refused", "Name or service not known", "timed out", "Read timed out",
                    "password authentication failed", "Max retries exceeded"):
         if marker.lower() in text.lower():
             return marker.lower()
-    if m := re.search(r"error code (\d{3})", text):
-        return f"it answered HTTP {m.group(1)}" + (", credentials rejected" if m.group(1) in ("401", "403") else "")
     return redact_text(text)[:200]
 
 

@@ -56,17 +56,22 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
-def interrupt(proc: subprocess.Popen, sig: int, group: bool = True, timeout: float = 60) -> tuple[int, float, list]:
-    """Send `sig` (to the whole process group, as a terminal does, or to the process alone).
+def interrupt(proc: subprocess.Popen, sig: int, group: bool = True, timeout: float = 60,
+              times: int = 1) -> tuple[int, float, list]:
+    """Send `sig` (to the whole process group, as a terminal does, or to the process alone), `times` times 50 ms
+    apart (twice: a second Ctrl-C, or `timeout` forwarding the terminal's one).
 
     Returns (exit code, seconds until it exited, processes it had started that outlive it by 3 s).
     """
     kids = descendants(proc.pid)
     t0 = time.monotonic()
-    if group:
-        os.killpg(proc.pid, sig)
-    else:
-        os.kill(proc.pid, sig)
+    for i in range(times):
+        if i:
+            time.sleep(0.05)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
     rc = proc.wait(timeout)
     took = time.monotonic() - t0
     deadline = time.monotonic() + 3

@@ -32,3 +32,38 @@ def wait_for_running_run(uri: str, proc, timeout: float = 180) -> object:
             raise AssertionError(f"the command exited {proc.returncode} before it opened a run")
         time.sleep(0.2)
     raise AssertionError(f"no RUNNING run in {uri} within {timeout} s")
+
+
+def read_only(*paths):
+    """A context in which `paths` cannot be written, also by root (whom mode bits do not stop).
+
+    As root: the immutable attribute (`chattr +i`), which refuses writes to a file and new
+    entries in a folder; otherwise `chmod a-w`. Skips the test where neither applies.
+    """
+    import contextlib
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    @contextlib.contextmanager
+    def context():
+        done = []
+        try:
+            for p in paths:
+                if os.geteuid() == 0:
+                    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(p)],
+                                                                    capture_output=True).returncode:
+                        pytest.skip("root, and this filesystem has no immutable attribute (chattr +i)")
+                    done.append(lambda p=p: subprocess.run(["chattr", "-i", str(p)], check=True))
+                else:
+                    mode = os.stat(p).st_mode
+                    os.chmod(p, mode & ~0o222)
+                    done.append(lambda p=p, mode=mode: os.chmod(p, mode))
+            yield
+        finally:
+            for undo in reversed(done):
+                undo()
+
+    return context()

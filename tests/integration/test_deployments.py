@@ -40,13 +40,13 @@ def test_prefect_yaml_deployments_validate_against_the_flow_configs():
 
 
 def test_a_bad_parameter_in_prefect_yaml_is_caught(tmp_path):
-    from pydantic import ValidationError
+    from flows.deployments import DeploymentsError
 
     raw = yaml.safe_load(PREFECT_YAML.read_text())
     raw["deployments"][0]["parameters"]["config"]["lr"] = -1
     bad = tmp_path / "prefect.yaml"
     bad.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ValidationError, match="lr"):
+    with pytest.raises(DeploymentsError, match="deployment 'nightly-training': lr: Input should be greater than 0"):
         read_deployments(bad)
 
 

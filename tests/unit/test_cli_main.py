@@ -86,3 +86,94 @@ def test_a_one_off_commands_links_point_at_the_ui_serving_its_prefect_home():
         assert home_ui_url() == "https://prefect.example.org"
     assert link_line("http://h/runs/flow-run/1", one_off=True).endswith("(start the UI with `make server`)")
     assert link_line("http://h/runs/flow-run/1", one_off=False) == "Prefect flow run: http://h/runs/flow-run/1"
+
+
+@pytest.mark.parametrize("args", [["runs", "reap"], ["train", "--n-samples", "300", "--epochs", "1"]])
+def test_a_read_only_store_fails_before_any_work_with_one_line(mlflow_store, capsys, restore_gc, args):
+    from cli.main import main
+    from tests.helpers.store import all_runs, read_only
+    from trackflow import store
+
+    db = store.sqlite_path(mlflow_store)
+    with read_only(db):
+        assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"trackflow {args[0]}: MLflow store {db} cannot be written "
+                                "(attempt to write a readonly database); make the file and its folder writable by "
+                                "this user (permissions, `lsattr` for the immutable flag, a read-only mount), or "
+                                "point MLFLOW_TRACKING_URI at a writable store"]
+    assert "run(s)" not in out  # `runs reap` no longer reports "0 runs" on a store it could not have written
+    assert all_runs(mlflow_store) == []
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    from cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"trackflow {version('trackflow')}\n"
+
+
+@pytest.mark.parametrize("kind", ["text", "audio"])
+def test_infer_help_describes_the_command_not_the_config_class(kind):
+    from cli.main import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices["infer"]._subparsers._group_actions[0].choices[kind]
+    assert "Parameters of" not in sub.description and "(`trackflow infer" not in sub.description
+    assert "IN_DIR" in sub.description and "--out to resume" in sub.description
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "nan", "inf"])
+def test_runs_reap_refuses_a_stale_after_that_would_reap_live_runs(value, capsys, restore_gc, mlflow_store):
+    from cli.main import main
+    from tests.helpers.store import all_runs
+
+    assert main(["runs", "reap", "--stale-after", value]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("trackflow runs: --stale-after must be a number of minutes above 0 (got ")
+    assert len(err.splitlines()) == 1 and out == ""
+
+
+BAD_SERVE_FILES = {
+    "yaml syntax": ("deployments: [\n  - name: x\n", "is not valid YAML"),
+    "bad cron": None,  # built from prefect.yaml below
+    "bad timezone": None,
+    "bad parameter": None,
+    "no deployments list": ("deployments: 3\n", "has no `deployments:` list"),
+    "missing file": (None, "cannot read"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SERVE_FILES))
+def test_serve_refuses_a_bad_file_with_one_line_before_printing_anything(case, tmp_path, capsys, restore_gc,
+                                                                          monkeypatch):
+    import yaml
+
+    from cli.main import main
+    from flows.deployments import PREFECT_YAML
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)  # the file is checked before the server is asked for
+    path = tmp_path / "prefect.yaml"
+    raw = yaml.safe_load(PREFECT_YAML.read_text())
+    first = raw["deployments"][0]
+    if case == "bad cron":
+        first["schedules"][0]["cron"] = "61 * * * *"
+        text, says = yaml.safe_dump(raw), f"deployment '{first['name']}': cron: Value error, Invalid cron string"
+    elif case == "bad timezone":
+        first["schedules"][0]["timezone"] = "Mars/Base"
+        text, says = yaml.safe_dump(raw), "timezone: Value error, Invalid timezone"
+    elif case == "bad parameter":
+        first["parameters"]["config"]["lr"] = -1
+        text, says = yaml.safe_dump(raw), "lr: Input should be greater than 0 (got -1)"
+    else:
+        text, says = BAD_SERVE_FILES[case]
+    if text is not None:
+        path.write_text(text)
+    assert main(["serve", "--file", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no deployment or schedule listed
+    [line] = err.splitlines()
+    assert line.startswith(f"trackflow serve: ") and str(path) in line and says in line, line

@@ -44,3 +44,44 @@ def test_an_unreachable_store_fails_at_once_naming_it(uri):
 
 def test_a_reachable_sqlite_store_needs_no_probe(mlflow_store):
     store.check_reachable(mlflow_store)  # nothing to reach: no error
+
+
+def test_a_writable_sqlite_store_passes_the_write_check_and_keeps_nothing_of_it(mlflow_store):
+    import sqlite3
+
+    db = store.sqlite_path(mlflow_store)
+    before = sorted(p.name for p in db.parent.iterdir())
+    store.check_writable(mlflow_store)
+    tables = [r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE name LIKE 'trackflow%'")]
+    assert tables == []
+    assert sorted(p.name for p in db.parent.iterdir()) == sorted(before + ["artifacts"])
+    assert list((db.parent / "artifacts").iterdir()) == []
+
+
+@pytest.mark.parametrize("what, reason", [("file", "attempt to write a readonly database"),
+                                          ("folder", "unable to open database file"),
+                                          ("artifacts", "Operation not permitted|Permission denied")])
+def test_a_read_only_sqlite_store_fails_the_write_check_naming_it(mlflow_store, what, reason):
+    import re
+
+    from tests.helpers.store import read_only
+
+    db = store.sqlite_path(mlflow_store)
+    (db.parent / "artifacts").mkdir()
+    target = {"file": db, "folder": db.parent, "artifacts": db.parent / "artifacts"}[what]
+    store.check_reachable(mlflow_store)  # it answers reads: only a write tells
+    with read_only(target), pytest.raises(store.StoreError) as err:
+        store.check_writable(mlflow_store)
+    msg = str(err.value)
+    assert msg.startswith(f"MLflow store {db} cannot be written (") and re.search(reason, msg), msg
+    assert "MLFLOW_TRACKING_URI" in msg and "\n" not in msg
+
+
+def test_a_store_that_cannot_be_created_fails_naming_it(tmp_path, monkeypatch):
+    from tests.helpers.store import read_only
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'ro' / 'mlruns' / 'mlflow.db'}")
+    (tmp_path / "ro").mkdir()
+    with read_only(tmp_path / "ro"), pytest.raises(store.StoreError) as err:
+        store.configure()
+    assert str(err.value).startswith(f"MLflow store {tmp_path / 'ro' / 'mlruns' / 'mlflow.db'} cannot be created (")
