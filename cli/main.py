@@ -102,8 +102,21 @@ def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
         raise UsageError(str(exc)) from None
 
 
+def _check_device(device: str) -> None:
+    """Before any work: `--device cuda` on a machine without CUDA is refused (auto and cpu always run)."""
+    if device != "cuda":
+        return
+    from trackflow.devices import DeviceError, resolve_device
+
+    try:
+        resolve_device(device)
+    except DeviceError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = build_config(TrainConfig, args)
+    _check_device(config.device)
     _check_data(config, args)
     _prepare_store()
     from flows.train import training_pipeline
@@ -123,6 +136,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     base = build_config(TrainConfig, args)
     values = {k: v for k, v in vars(args).items() if k in SweepConfig.model_fields and k != "base"}
     config = build_config(SweepConfig, argparse.Namespace(base=base, **values))
+    _check_device(base.device)
     _check_data(base, args)
     _prepare_store()
     from flows.sweep import sweep_pipeline
@@ -156,6 +170,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
 def cmd_infer(args: argparse.Namespace) -> int:
     model = TextInferConfig if args.kind == "text" else AudioInferConfig
     config = build_config(model, args)
+    _check_device(config.device)
     from tasks.inputs import check_input_dir
     from tasks.models import resolve_model_source
 
