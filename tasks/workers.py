@@ -28,8 +28,9 @@ class WorkerDied(RuntimeError):
     """The worker process running a call died on every try (a kill, or the kernel's out-of-memory killer)."""
 
 
-def exit_with_parent(parent_pid: int) -> None:
-    """In a worker, before its first call: exit as soon as `parent_pid` (the command) is gone, kill -9 included.
+def init_worker(parent_pid: int) -> None:
+    """In a worker, before its first call: exit as soon as `parent_pid` (the command) is gone, kill -9 included;
+    ignore Ctrl-C, which a terminal sends to the whole process group: the command ends its workers itself.
 
     A daemon thread polls getppid(): when the parent dies, however it dies, the kernel hands
     this process to init (or a subreaper) and the parent pid changes. The parent-death signal
@@ -40,6 +41,7 @@ def exit_with_parent(parent_pid: int) -> None:
     system call every PARENT_POLL_SECONDS; a worker inside a long C call that holds the GIL
     notices when it returns (torch's kernels release it).
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != parent_pid:  # already gone before this ran
         os._exit(1)
 
@@ -80,7 +82,7 @@ class WorkerPool(Executor):
         self._waiters = ThreadPoolExecutor(workers, thread_name_prefix="trackflow-worker")
 
     def _new_slot(self) -> ProcessPoolExecutor:
-        slot = ProcessPoolExecutor(1, mp_context=self._context, initializer=exit_with_parent, initargs=(os.getpid(),))
+        slot = ProcessPoolExecutor(1, mp_context=self._context, initializer=init_worker, initargs=(os.getpid(),))
         self._slots.append(slot)
         return slot
 
@@ -102,8 +104,8 @@ class WorkerPool(Executor):
                 deaths.append(how)
                 if len(deaths) > self._retries:
                     times = "twice" if len(deaths) == 2 else f"{len(deaths)} times"
-                    raise WorkerDied(f"its worker process died {times} ({', then '.join(deaths)}): "
-                                     "killed, or out of memory") from None
+                    oom = " (a kill -9, or out of memory)" if "killed by SIGKILL" in deaths else ""
+                    raise WorkerDied(f"its worker process died {times} ({', then '.join(deaths)}){oom}") from None
                 print(f"trackflow: a worker process died ({how}) during a trial; "
                       "running that trial once more on a fresh worker", file=sys.stderr, flush=True)
                 continue
