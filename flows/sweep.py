@@ -135,7 +135,10 @@ def trial_executor(plan: RunnerPlan) -> Iterator[object]:
         try:
             yield pool
         except BaseException as exc:
-            pool.shutdown(wait=not is_interrupt(exc), cancel_futures=True)
+            if is_interrupt(exc):  # stopped now, so that the trials' tasks end before the command reports it
+                pool.terminate()
+            else:
+                pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
         return

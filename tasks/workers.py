@@ -123,9 +123,16 @@ class WorkerPool(Executor):
         with self._lock:
             if self._closed:  # a worker stopped by shutdown (or by the command's exit): no new one
                 self._idle.put(slot)  # so that no thread waits for a slot forever; submitting to it raises
-                raise RuntimeError("the worker pool is shut down")
+                raise RuntimeError("the worker pool is shut down: the command is ending")
             self._idle.put(self._new_slot())
         return describe_exit(procs[0].exitcode) if procs else describe_exit(None)
+
+    def terminate(self) -> None:
+        """Stop now (the command is ending): calls not started are cancelled, workers running one are terminated."""
+        procs = [p for slot in list(self._slots) for p in (getattr(slot, "_processes", None) or {}).values()]
+        self.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            p.terminate()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:

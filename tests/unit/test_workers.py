@@ -34,7 +34,8 @@ def test_a_dead_worker_fails_only_its_call_which_runs_again_on_a_fresh_worker(po
     value, pid = retried.result(timeout=120)
     assert value == 7 and pid != int(marker.read_text())  # a fresh worker, not the killed one
     assert healthy.result(timeout=120) not in (os.getpid(), pid, int(marker.read_text()))
-    assert "a worker process died (killed by SIGKILL) during a trial; running that trial once more" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "a worker process died (killed by SIGKILL) during a trial; running that trial once more" in err
     assert pool.submit(W.pid_after, 0).result(timeout=60) in (pid, healthy.result())  # two workers, as before
 
 
@@ -89,3 +90,16 @@ def test_workers_exit_within_a_second_of_a_kill_9_of_their_parent(tmp_path):
                                         (None, "for an unknown reason")])
 def test_how_a_worker_ended(code, says):
     assert describe_exit(code) == says
+
+
+def test_terminate_stops_the_calls_running_at_once(tmp_path):
+    pool = WorkerPool(1)
+    running = pool.submit(W.write_pid_and_sleep, str(tmp_path / "w"), 600)
+    deadline = time.monotonic() + 120
+    while not ((tmp_path / "w").exists() and (tmp_path / "w").read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker = psutil.Process(int((tmp_path / "w").read_text()))
+    pool.terminate()
+    with pytest.raises(RuntimeError, match="shut down"):  # not retried on a fresh worker
+        running.result(timeout=30)
+    worker.wait(10)
