@@ -179,8 +179,21 @@ def _unchanged_since(config: TrainConfig) -> str | None:
     return unchanged_line(same) if same else None
 
 
+def _check_device(device: str) -> None:
+    """Before any work: `--device cuda` on a machine without CUDA is refused (auto and cpu always run)."""
+    if device != "cuda":
+        return
+    from trackflow.devices import DeviceError, resolve_device
+
+    try:
+        resolve_device(device)
+    except DeviceError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = build_config(TrainConfig, args)
+    _check_device(config.device)
     _refuse_generated_options(config, args)
     if config.skip_unchanged and (line := _unchanged_since(config)):
         print(line)
@@ -209,6 +222,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     base = build_config(TrainConfig, args)
     values = {k: v for k, v in vars(args).items() if k in SweepConfig.model_fields and k != "base"}
     config = build_config(SweepConfig, argparse.Namespace(base=base, **values))
+    _check_device(base.device)
     _check_data(base, args)
     _prepare_store(base.experiment)
     from flows.sweep import sweep_pipeline
@@ -243,6 +257,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
 def cmd_infer(args: argparse.Namespace) -> int:
     model = TextInferConfig if args.kind == "text" else AudioInferConfig
     config = build_config(model, args)
+    _check_device(config.device)
     from tasks.inputs import check_input_dir
     from tasks.models import resolve_model_source
 

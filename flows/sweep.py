@@ -11,7 +11,9 @@ worker processes, or a Dask cluster, each behind the same concurrent.futures Exe
 interface. This process records each trial's run as its result comes back, so workers
 never write to MLflow, and they import only torch and NumPy: a worker is ready in a few
 seconds, where one running Prefect's own task engine (ProcessPoolTaskRunner) took ~11 s
-on 2 cores, more than it saved (benchmarks/bench_sweep.py).
+on 2 cores, more than it saved (benchmarks/bench_sweep.py). Pool workers die with the
+command, and one that dies fails only its own trial, which runs once more on a fresh
+worker (tasks/workers.py).
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import multiprocessing
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from prefect import flow
@@ -37,6 +37,7 @@ from tasks.evaluation import Evaluation, evaluate
 from tasks.plots import plot_metric_vs_lr
 from tasks.registry import TIEBREAK, rank_key
 from tasks.training import TrialOutcome, estimate_seconds
+from tasks.workers import WorkerPool
 from trackflow import store
 from trackflow.config import SweepConfig, TrainConfig
 from trackflow.runs import is_interrupt
@@ -131,13 +132,15 @@ def trial_executor(plan: RunnerPlan) -> Iterator[object]:
         yield None
         return
     if plan.kind == "processes":
-        # spawn: a fresh interpreter per worker; forking this one would copy Prefect's and
-        # MLflow's threads and connections into it.
-        pool = ProcessPoolExecutor(plan.workers, mp_context=multiprocessing.get_context("spawn"))
+        # Workers die with this process (kill -9 included); a dead worker fails only its trial, retried once.
+        pool = WorkerPool(plan.workers)
         try:
             yield pool
         except BaseException as exc:
-            pool.shutdown(wait=not is_interrupt(exc), cancel_futures=True)
+            if is_interrupt(exc):  # stopped now, so that the trials' tasks end before the command reports it
+                pool.terminate()
+            else:
+                pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
         return

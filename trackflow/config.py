@@ -7,9 +7,10 @@ passes the same names. Change a default here and it changes everywhere.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trackflow.naming import param
 
@@ -70,7 +71,20 @@ class TrainConfig(_Config):
         "it beats the holder on the same input columns, target and classes (validation metric at the last epoch, "
         "then val_loss). --no-promote registers only.",
     )
-    promote_alias: str = Field("champion", min_length=1, description="Registry alias of the best version of the model.")
+    promote_alias: str = Field("champion", min_length=1, max_length=255,
+                               description="Registry alias of the best version of the model.")
+
+    @field_validator("promote_alias")
+    @classmethod
+    def _check_alias(cls, alias: str) -> str:
+        # MLflow's rules (mlflow.utils.validation, _validate_model_alias_name and _reserved), checked here
+        # so that a bad alias is refused before the sweep rather than by the registry after it.
+        if not re.fullmatch(r"[\w\-]+", alias):
+            raise ValueError("an alias may only contain letters, digits, underscores (_) and dashes (-)")
+        if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+            raise ValueError("'latest' and v<N> (version numbers) are reserved by the MLflow registry; "
+                             "pick another alias")
+        return alias
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "TrainConfig":

@@ -83,3 +83,46 @@ def interrupt(proc: subprocess.Popen, sig: int, group: bool = True, timeout: flo
 def run(args, env: dict, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([TRACKFLOW, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def pool_workers(pid: int) -> list[psutil.Process]:
+    """The multiprocessing (spawn) workers among `pid`'s descendants."""
+    out = []
+    for p in descendants(pid):
+        try:
+            if "spawn_main" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def wait_for_training_workers(proc: subprocess.Popen, n: int, cpu_seconds: float = 2.0,
+                              timeout: float = 300) -> list[psutil.Process]:
+    """Block until `proc` has `n` pool workers that each used `cpu_seconds` of CPU (imports done, training).
+
+    CPU time rather than wall time: it does not stretch on a busy machine. Returns them, busiest first.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode} before {n} pool workers trained")
+        busy = []
+        for w in pool_workers(proc.pid):
+            try:
+                t = w.cpu_times()
+                busy.append((t.user + t.system, w))
+            except psutil.Error:
+                pass
+        if sum(1 for cpu, _ in busy if cpu >= cpu_seconds) >= n:
+            return [w for _, w in sorted(busy, key=lambda x: -x[0])]
+        time.sleep(0.1)
+    raise AssertionError(f"{n} pool workers did not train within {timeout} s")
+
+
+def seconds_until_gone(procs: list[psutil.Process], timeout: float = 30) -> float:
+    """How long until every one of `procs` has exited (zombies count as gone); `timeout` if some never do."""
+    t0 = time.monotonic()
+    while alive(procs) and time.monotonic() - t0 < timeout:
+        time.sleep(0.02)
+    return time.monotonic() - t0

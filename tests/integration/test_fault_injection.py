@@ -78,3 +78,61 @@ def test_kill_9_anywhere_then_rerun(project, tiny_models):
     assert len(keys) == len(set(keys)) == 50 and all(r["status"] == "ok" for r in recs), schedule
     p = P.run(("train", "--n-samples", "300", "--epochs", "1"), env, cwd=project)
     assert p.returncode == 0, p.stderr
+
+
+# A sweep on two pool workers whose trials train for several seconds each (~4 s of CPU), so that a kill lands mid-trial.
+POOL_SWEEP = ("sweep", "--runner", "processes", "--workers", "2", "--lrs", "0.001,0.01,0.1", "--n-samples", "20000",
+              "--epochs", "15")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_a_killed_or_interrupted_processes_sweep_leaves_no_pool_worker(tmp_path, mlflow_store, sig):
+    log = tmp_path / "sweep.log"
+    proc = P.start(POOL_SWEEP, cli_env(), log)
+    workers = P.wait_for_training_workers(proc, 2)
+    kids = P.descendants(proc.pid)  # the workers and multiprocessing's resource tracker
+    if sig == signal.SIGKILL:
+        os.kill(proc.pid, sig)  # the command alone, as the OOM killer does
+    else:
+        os.killpg(proc.pid, sig)  # a terminal's Ctrl-C: the whole process group
+    t0 = time.monotonic()
+    assert proc.wait(60) == (-9 if sig == signal.SIGKILL else 130), log.read_text()[-3000:]
+    exited = time.monotonic() - t0
+    took = P.seconds_until_gone(workers)
+    print(f"{signal.Signals(sig).name}: command exited in {exited:.2f} s; pool workers gone {took:.2f} s after that")
+    assert exited < 30 and took < 3, f"pool workers outlived the command by {took:.1f} s"
+    assert P.seconds_until_gone(kids, timeout=5) < 5, [p.cmdline() for p in P.alive(kids)]
+    if sig == signal.SIGINT:
+        assert log.read_text().rstrip().endswith("trackflow sweep: interrupted")
+        assert "RUNNING" not in statuses(mlflow_store)
+        return
+    assert statuses(mlflow_store).get("RUNNING")  # nobody could end them: the next command reaps them
+    p = P.run(POOL_SWEEP[:-1] + ("3",), cli_env(), timeout=600)  # the same sweep, shorter trials
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "trackflow: marked run" in p.stderr
+    assert "RUNNING" not in statuses(mlflow_store)
+
+
+@pytest.mark.slow
+def test_a_killed_pool_worker_costs_only_a_retry_of_its_own_trial(tmp_path, client):
+    log = tmp_path / "sweep.log"
+    proc = P.start(POOL_SWEEP, cli_env(), log)
+    victim = P.wait_for_training_workers(proc, 1)[0]  # the busiest: mid-trial
+    victim.kill()
+    assert proc.wait(600) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert text.count("a worker process died (killed by SIGKILL) during a trial; running that trial once more "
+                      "on a fresh worker") == 1, text[-3000:]
+    [parent] = client.search_runs([client.get_experiment_by_name("classifier").experiment_id],
+                                  filter_string="tags.`trackflow.kind` = 'sweep'")
+    trials = client.search_runs([parent.info.experiment_id],
+                                filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["n_failed"] == 0
+    assert sorted(float(t.data.params["lr"]) for t in trials) == [0.001, 0.01, 0.1]
+    assert all(t.info.status == "FINISHED" for t in trials)
+    workers = {t.data.tags["trackflow.worker"].rsplit(":", 1)[1] for t in trials}
+    assert str(victim.pid) not in workers and len(workers) >= 2  # the killed trial ran again on a fresh worker
+    [version] = client.search_model_versions("name='classifier'")
+    assert version.run_id == parent.data.params["best_run_id"]
+    assert client.get_model_version_by_alias("classifier", "champion").version == version.version

@@ -177,3 +177,32 @@ def test_serve_refuses_a_bad_file_with_one_line_before_printing_anything(case, t
     assert out == ""  # no deployment or schedule listed
     [line] = err.splitlines()
     assert line.startswith(f"trackflow serve: ") and str(path) in line and says in line, line
+
+
+@pytest.mark.parametrize("command", [("train",), ("sweep",), ("infer", "text", "IN", "--out", "OUT")],
+                         ids=["train", "sweep", "infer"])
+def test_device_cuda_without_cuda_is_refused_before_any_work(command, tmp_path):
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    (tmp_path / "IN").mkdir()
+    (tmp_path / "IN" / "a.txt").write_text("a prompt")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    p = subprocess.run([TRACKFLOW, *command, "--device", "cuda"], capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL, cwd=tmp_path, env=env)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert p.stderr.splitlines() == [f"trackflow {command[0]}: --device cuda was asked for but CUDA is not "
+                                     "available; use cpu or auto"]
+    assert not (tmp_path / "store").exists() and not (tmp_path / "OUT").exists()  # no store made, no Prefect
+
+
+def test_a_bad_promote_alias_is_refused_before_the_sweep():
+    p = subprocess.run([TRACKFLOW, "sweep", "--promote-alias", "a b"], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 2
+    assert p.stderr.splitlines()[1:] == ["  --promote-alias: an alias may only contain letters, digits, underscores "
+                                         "(_) and dashes (-) (got 'a b')"]

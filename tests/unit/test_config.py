@@ -31,3 +31,25 @@ def test_cross_field_rules():
         TrainConfig(test_size=0.5, val_size=0.45)
     with pytest.raises(ValidationError, match="smallest split"):
         TrainConfig(n_samples=50, val_size=0.05)
+
+
+@pytest.mark.parametrize("alias, says", [
+    ("a b", "may only contain letters, digits"),
+    ("champion!", "may only contain letters, digits"),
+    ("latest", "reserved"),
+    ("LATEST", "reserved"),
+    ("v3", "reserved"),
+    ("x" * 256, "at most 255 characters"),
+])
+def test_a_promote_alias_the_registry_would_refuse_is_refused_up_front(alias, says):
+    with pytest.raises(ValidationError, match=says):
+        TrainConfig(promote_alias=alias)
+
+
+def test_promote_aliases_the_registry_takes_are_accepted():
+    from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
+
+    for alias in ("champion", "best-2026_11", "v3beta", "vlatest"):
+        assert TrainConfig(promote_alias=alias).promote_alias == alias
+        _validate_model_alias_name(alias)  # and MLflow agrees
+        _validate_model_alias_name_reserved(alias)
