@@ -86,20 +86,27 @@ def _exit_code(command: str, failed: int, total: int, what: str) -> int:
 
 
 def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
-    """Before any work: options that do not go with --data, and the whole table checked (the flow reuses it)."""
-    if not config.data:
-        return
-    from tasks.data import DataError, load_data
+    """Before any work: options that do not go with --data, the whole table checked (the flow reuses it),
+    and the training's memory estimated; columns left out as IDs are named on stderr."""
+    from tasks.data import DataError, check_fits_in_memory, load_data
 
-    given = [option_name(f) for f in GENERATED_FIELDS if f in vars(args)]
-    if given:
-        raise UsageError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} the generated set; "
-                         "leave it out with --data")
     try:
-        load_data(config.data, config.target, config.features, config.drop, config.n_samples, config.n_features,
-                  config.n_informative, config.seed, config.test_size, config.val_size)
+        if not config.data:
+            check_fits_in_memory(config.n_samples, config.n_features, 2, config.hidden_layers, config.batch_size)
+            return
+        given = [option_name(f) for f in GENERATED_FIELDS if f in vars(args)]
+        if given:
+            raise UsageError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} the generated set; "
+                             "leave it out with --data")
+        table = load_data(config.data, config.target, config.features, config.drop, config.n_samples,
+                          config.n_features, config.n_informative, config.seed, config.test_size, config.val_size,
+                          sep=config.sep, thousands=config.thousands, na_values=config.na_values,
+                          hidden_layers=config.hidden_layers, batch_size=config.batch_size)
     except DataError as exc:
         raise UsageError(str(exc)) from None
+    for column, why in table.left_out.items():
+        print(f"trackflow: warning: column {column!r} of {config.data!r} looks like an ID ({why}): left out; "
+              f"pass --drop {column!r} to silence this", file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

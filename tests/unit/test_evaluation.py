@@ -40,12 +40,13 @@ def test_figures_name_the_classes(tmp_path):
     classes = ["barbera", "barolo", "grignolino"]
     y = np.repeat([0, 1, 2], 10)
     proba = onehot_proba(y, 3, 0.8)
-    cm = plot_confusion_matrix(np.diag([10, 10, 10]), classes)
+    cm, shown = plot_confusion_matrix(np.diag([10, 10, 10]), classes)
     assert [t.get_text() for t in cm.axes[0].get_xticklabels()] == classes
-    roc = plot_roc_curves(y, proba, classes)
+    roc, roc_shown = plot_roc_curves(y, proba, classes)
+    assert shown == roc_shown == classes
     assert [t.get_text() for t in roc.axes[0].get_legend().get_texts()] == [
         f"{c} vs rest, AUC = 1.000" for c in classes]
-    binary = plot_roc_curves(np.array([0, 1, 0, 1]), onehot_proba(np.array([0, 1, 0, 1]), 2), ["no", "yes"])
+    binary, _ = plot_roc_curves(np.array([0, 1, 0, 1]), onehot_proba(np.array([0, 1, 0, 1]), 2), ["no", "yes"])
     assert "positive class yes" in binary.axes[0].get_title()
     figs = [cm, roc, binary, plot_loss_curves({"train_loss": [1, 0.5], "val_loss": [1.1, 0.6]}),
             plot_metric_vs_lr({"adam": ([0.1, 0.001, 0.01], [0.8, 0.9, 0.95])}, "val_accuracy")]
