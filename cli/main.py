@@ -116,7 +116,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flows.train import training_pipeline
 
     result = _run(training_pipeline, config)
-    print(f"\nTest metrics ({len(result.classes)} classes: {', '.join(map(str, result.classes))}):")
+    names = ", ".join(map(str, result.classes[:20])) + (f", ... ({len(result.classes) - 20} more)"
+                                                        if len(result.classes) > 20 else "")
+    print(f"\nTest metrics ({len(result.classes)} classes: {names}):")
     for k, v in result.metrics.items():
         print(f"  {k:<22} {v:.4f}")
     print(f"MLflow run:   {result.run_id} (experiment {config.experiment!r})")
