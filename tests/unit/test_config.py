@@ -31,3 +31,14 @@ def test_cross_field_rules():
         TrainConfig(test_size=0.5, val_size=0.45)
     with pytest.raises(ValidationError, match="smallest split"):
         TrainConfig(n_samples=50, val_size=0.05)
+
+
+def test_reading_options_go_with_data_and_a_thousands_separator_is_not_the_column_separator():
+    assert TrainConfig(data="t.csv", target="y", sep=";", thousands=",", na_values=["-"]).thousands == ","
+    with pytest.raises(ValidationError, match="give --data too"):
+        TrainConfig(na_values=["-"])
+    with pytest.raises(ValidationError, match="cannot also be the column separator"):
+        TrainConfig(data="t.csv", target="y", thousands=",")
+    assert TrainConfig(data="t.tsv", target="y", thousands=",").thousands == ","
+    with pytest.raises(ValidationError, match="sep"):
+        TrainConfig(data="t.csv", target="y", sep=";;")
