@@ -53,3 +53,24 @@ def test_figures_name_the_classes(tmp_path):
     for i, fig in enumerate(figs):
         fig.savefig(tmp_path / f"{i}.png")
     assert figs[-1].axes[0].get_xscale() == "log"
+
+
+def test_per_class_figures_stay_bounded_with_many_classes():
+    """500 classes drew a 30,000-pixel matrix with 250k labels and 500 ROC curves (21.5 GB)."""
+    from tasks.plots import MAX_CONFUSION, MAX_ROC
+
+    k = 500
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.arange(k), rng.integers(0, 40, 2000)])  # classes 0..39 the most frequent
+    proba = onehot_proba(np.where(rng.random(len(y)) < 0.5, y, rng.integers(0, k, len(y))), k, 0.5)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (y, proba.argmax(1)), 1)
+    cm, shown = plot_confusion_matrix(confusion, [f"class {i}" for i in range(k)])
+    roc, roc_shown = plot_roc_curves(y, proba, [f"class {i}" for i in range(k)])
+    assert len(shown) == MAX_CONFUSION and set(shown) <= {f"class {i}" for i in range(40)}
+    assert len(roc_shown) == MAX_ROC and set(roc_shown) <= set(shown)
+    assert len(cm.axes[0].texts) == MAX_CONFUSION**2 and len(roc.axes[0].get_legend().get_texts()) == MAX_ROC
+    assert "30 most frequent of 500 classes" in cm.axes[0].get_title()
+    for fig in (cm, roc):
+        width, height = fig.get_size_inches() * fig.dpi
+        assert width <= 2000 and height <= 2000
