@@ -398,7 +398,8 @@ def check_classes(y: pd.Series, source: str, test_size: float, val_size: float) 
     most = min(MAX_CLASSES, n // need)
     if len(counts) > most:
         continuous = " (is it a continuous number?)" if pd.api.types.is_float_dtype(y) else ""
-        raise DataError(f"target column {y.name!r} of {source!r} has {len(counts):,} classes in {n:,} rows{continuous}; "
+        raise DataError(f"target column {y.name!r} of {source!r} has {len(counts):,} classes in {n:,} rows"
+                        f"{continuous}; "
                         f"a classifier here takes at most {most:,} ({need} rows per class, at most {MAX_CLASSES:,}): "
                         "choose a column of classes with --target, or bin this one into fewer classes")
     if counts.min() < need:
@@ -441,8 +442,8 @@ def build_preprocessor(numeric: Sequence[str], categorical: Sequence[str]):
                                ("scale", StandardScaler())]), list(numeric)),
          ("categorical", Pipeline([("as_text", FunctionTransformer(as_text, feature_names_out="one-to-one")),
                                    ("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
-                                   ("one_hot", OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=MAX_CATEGORIES,
-                                                            sparse_output=False))]),
+                                   ("one_hot", OneHotEncoder(handle_unknown="infrequent_if_exist",
+                                                             max_categories=MAX_CATEGORIES, sparse_output=False))]),
           list(categorical))],
         sparse_threshold=0.0,
     )
