@@ -145,17 +145,24 @@ def _refuse_generated_options(config: TrainConfig, args: argparse.Namespace) -> 
 
 
 def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
-    """Before any work: options that do not go with --data, and the whole table checked (the flow reuses it)."""
+    """Before any work: options that do not go with --data, the whole table checked (the flow reuses it),
+    and the training's memory estimated; columns left out as IDs are named on stderr."""
     _refuse_generated_options(config, args)
-    if not config.data:
-        return
-    from tasks.data import DataError, load_data
+    from tasks.data import DataError, check_fits_in_memory, load_data
 
     try:
-        load_data(config.data, config.target, config.features, config.drop, config.n_samples, config.n_features,
-                  config.n_informative, config.seed, config.test_size, config.val_size)
+        if not config.data:
+            check_fits_in_memory(config.n_samples, config.n_features, 2, config.hidden_layers, config.batch_size)
+            return
+        table = load_data(config.data, config.target, config.features, config.drop, config.n_samples,
+                          config.n_features, config.n_informative, config.seed, config.test_size, config.val_size,
+                          sep=config.sep, thousands=config.thousands, na_values=config.na_values,
+                          hidden_layers=config.hidden_layers, batch_size=config.batch_size)
     except DataError as exc:
         raise UsageError(str(exc)) from None
+    for column, why in table.left_out.items():
+        print(f"trackflow: warning: column {column!r} of {config.data!r} looks like an ID ({why}): left out; "
+              f"pass --drop {column!r} to silence this", file=sys.stderr)
 
 
 def _unchanged_since(config: TrainConfig) -> str | None:
@@ -207,7 +214,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(result.unchanged)
         return EXIT_OK
     print(f"\n{result.changes}")
-    print(f"\nTest metrics ({len(result.classes)} classes: {', '.join(map(str, result.classes))}):")
+    names = ", ".join(map(str, result.classes[:20])) + (f", ... ({len(result.classes) - 20} more)"
+                                                        if len(result.classes) > 20 else "")
+    print(f"\nTest metrics ({len(result.classes)} classes: {names}):")
     for k, v in result.metrics.items():
         print(f"  {k:<22} {v:.4f}")
     print(f"MLflow run:   {result.run_id} (experiment {config.experiment!r})")

@@ -19,6 +19,7 @@ from trackflow.runs import is_interrupt
 
 LOGGED_PARAMS = ("epochs", "lr", "batch_size", "dropout", "optimizer", "weight_decay", "seed", "test_size", "val_size")
 MAX_PARAM = 6000  # MLflow's limit on a parameter's length
+READING_FIELDS = ("sep", "thousands", "na_values")  # how --data was read, logged when given
 
 
 def flow_run_url() -> str | None:
@@ -65,7 +66,9 @@ def load_args(config: TrainConfig) -> dict:
     """The arguments of tasks.data.load_data, from a training config."""
     return dict(data=config.data, target=config.target, features=config.features, drop=config.drop,
                 n_samples=config.n_samples, n_features=config.n_features, n_informative=config.n_informative,
-                seed=config.seed, test_size=config.test_size, val_size=config.val_size)
+                seed=config.seed, test_size=config.test_size, val_size=config.val_size, sep=config.sep,
+                thousands=config.thousands, na_values=config.na_values, hidden_layers=config.hidden_layers,
+                batch_size=config.batch_size)
 
 
 def network_args(config: TrainConfig) -> dict:
@@ -84,7 +87,11 @@ def training_params(config: TrainConfig, table: Table) -> dict[str, object]:
         "data": config.data or "generated", "target": str(table.y.name), "features": features,
         "n_features_in": table.X.shape[1], "hidden_layers": json.dumps(config.hidden_layers),
     }
-    return params | ({k: getattr(config, k) for k in GENERATED_FIELDS} if not config.data else {})
+    reading = {k: json.dumps(v) if isinstance(v, list) else v for k in READING_FIELDS if (v := getattr(config, k))}
+    if table.left_out:  # ID-like columns the table had, left out (the reasons are in data/profile.json)
+        left_out = json.dumps(list(table.left_out), ensure_ascii=False)
+        params["left_out_columns"] = left_out if len(left_out) <= MAX_PARAM else left_out[: MAX_PARAM - 40] + " ..."
+    return params | reading | ({k: getattr(config, k) for k in GENERATED_FIELDS} if not config.data else {})
 
 
 def example_rows(splits: Splits):
@@ -100,12 +107,22 @@ def log_training_metrics(run_id: str, evaluation: Evaluation, outcome: TrialOutc
 
 
 def log_model(run_id: str, encoded: Encoded, outcome: TrialOutcome, evaluation: Evaluation, splits: Splits) -> str:
-    """The figures and the served model of a finished training; returns the model's URI."""
-    steps.log_figures(run_id, {
-        "loss_curves": plot_loss_curves(outcome.history),
-        "confusion_matrix": plot_confusion_matrix(evaluation.confusion, evaluation.classes),
-        "roc_curve": plot_roc_curves(evaluation.y_true, evaluation.proba, evaluation.classes),
-    })
+    """The figures and the served model of a finished training; returns the model's URI.
+
+    With many classes the per-class figures show the most frequent ones only (tasks.plots):
+    the run says which in `plots/classes_shown.json` and a tag.
+    """
+    confusion, confusion_shown = plot_confusion_matrix(evaluation.confusion, evaluation.classes)
+    roc, roc_shown = plot_roc_curves(evaluation.y_true, evaluation.proba, evaluation.classes)
+    steps.log_figures(run_id, {"loss_curves": plot_loss_curves(outcome.history), "confusion_matrix": confusion,
+                               "roc_curve": roc})
+    k = len(evaluation.classes)
+    if len(confusion_shown) < k or len(roc_shown) < k:
+        steps.log_json(run_id, {name: {"shown": shown, "left_out": [c for c in evaluation.classes if c not in shown]}
+                                for name, shown in (("confusion_matrix", confusion_shown), ("roc_curve", roc_shown))},
+                       "plots/classes_shown.json")
+        steps.set_tags(run_id, {"trackflow.figures_classes": f"confusion matrix: {len(confusion_shown)} of {k} "
+                                f"classes, ROC: {len(roc_shown)} of {k} (most frequent; plots/classes_shown.json)"})
     return steps.log_classifier(run_id, classifier_from(encoded, outcome), example_rows(splits))
 
 

@@ -7,6 +7,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+# Per-class figures show at most this many classes (the most frequent in the test split): their
+# size, text and legend stay bounded however many classes the table has.
+MAX_CONFUSION, MAX_ROC = 30, 10
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -29,35 +33,61 @@ def plot_loss_curves(history: dict[str, list[float]]) -> "Figure":
     return fig
 
 
-def plot_confusion_matrix(confusion: np.ndarray, classes: Sequence) -> "Figure":
-    k = len(classes)
-    fig, ax = _figure((max(4.5, 0.6 * k + 2.5), max(4, 0.6 * k + 2)))
+def most_frequent(support: np.ndarray, top: int) -> np.ndarray:
+    """Indices of the `top` classes with the most test rows, in class order."""
+    if len(support) <= top:
+        return np.arange(len(support))
+    return np.sort(np.argsort(-np.asarray(support), kind="stable")[:top])
+
+
+def _label(name, width: int = 20) -> str:
+    text = str(name)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plot_confusion_matrix(confusion: np.ndarray, classes: Sequence) -> tuple["Figure", list]:
+    """The matrix of counts, with the classes it shows: past MAX_CONFUSION classes, the most frequent
+    ones (by test rows) only, so the figure's size and its labels stay bounded."""
+    shown = most_frequent(confusion.sum(axis=1), MAX_CONFUSION)
+    confusion = confusion[np.ix_(shown, shown)]
+    k = len(shown)
+    fig, ax = _figure((max(4.5, 0.45 * k + 2.5), max(4, 0.45 * k + 2)))
     im = ax.imshow(confusion, cmap="Blues")
     for (i, j), v in np.ndenumerate(confusion):
-        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > confusion.max() / 2 else "black")
-    names = [str(c) for c in classes]
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > confusion.max() / 2 else "black",
+                fontsize="small" if k > 10 else "medium")
+    names = [_label(classes[i]) for i in shown]
     ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 4 else 0, ha="right")
     ax.set_yticks(range(k), names)
-    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
+    title = "Confusion matrix (test)" if k == len(classes) else \
+        f"Confusion matrix (test), the {k} most frequent of {len(classes)} classes"
+    ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax)
-    return fig
+    return fig, [classes[i] for i in shown]
 
 
-def plot_roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: Sequence) -> "Figure":
-    """Two classes: the ROC curve of the second. More: one one-vs-rest curve per class."""
+def plot_roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: Sequence) -> tuple["Figure", list]:
+    """Two classes: the ROC curve of the second. More: one one-vs-rest curve per class, for at most
+    MAX_ROC classes (the most frequent). Returns the figure and the classes it shows."""
     from sklearn.metrics import auc, roc_curve
 
     fig, ax = _figure((4.8, 4))
-    shown = [1] if len(classes) == 2 else range(len(classes))
+    k = len(classes)
+    shown = [1] if k == 2 else most_frequent(np.bincount(y_true, minlength=k), MAX_ROC)
     for j in shown:
         fpr, tpr, _ = roc_curve(y_true == j, proba[:, j])
-        label = f"AUC = {auc(fpr, tpr):.3f}" if len(classes) == 2 else f"{classes[j]} vs rest, AUC = {auc(fpr, tpr):.3f}"
+        label = f"AUC = {auc(fpr, tpr):.3f}" if k == 2 else f"{_label(classes[j])} vs rest, AUC = {auc(fpr, tpr):.3f}"
         ax.plot(fpr, tpr, label=label)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
-    title = f"ROC curve (test, positive class {classes[1]})" if len(classes) == 2 else "ROC curves, one vs rest (test)"
+    if k == 2:
+        title = f"ROC curve (test, positive class {classes[1]})"
+    elif len(shown) < k:
+        title = f"ROC one vs rest (test), the {len(shown)} most frequent of {k} classes"
+    else:
+        title = "ROC curves, one vs rest (test)"
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right", fontsize="small")
-    return fig
+    return fig, list(classes) if k == 2 else [classes[j] for j in shown]
 
 
 def plot_metric_vs_lr(series: dict[str, tuple[list[float], list[float]]], metric: str) -> "Figure":

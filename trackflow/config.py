@@ -40,6 +40,12 @@ class TrainConfig(_Config):
         None, min_length=1, description="Columns of --data to learn from (without it: all but --target and --drop)."
     )
     drop: list[str] = Field([], description="Columns of --data to leave out (ids, leaks).")
+    sep: str | None = Field(None, min_length=1, max_length=1,
+                            description="Column separator of a CSV --data (default: ',' for .csv, a tab for .tsv).")
+    thousands: str | None = Field(None, min_length=1, max_length=1,
+                                  description="Thousands separator in the numbers of --data (e.g. ',' for 1,065).")
+    na_values: list[str] = Field([], description="Strings of --data that mean a missing value, besides empty cells "
+                                                 "and pandas' own (NA, n/a, null, ...): e.g. '-'.")
     n_samples: int = Field(1000, ge=50, le=10_000_000, description="Rows of the generated set (without --data).")
     n_features: int = Field(10, ge=2, le=10_000, description="Feature columns of the generated set (without --data).")
     n_informative: int = Field(
@@ -96,8 +102,9 @@ class TrainConfig(_Config):
                 "so that training keeps at least 10% of the data"
             )
         if self.data is None:
-            if self.target or self.features or self.drop:
-                raise ValueError(f"target, features and drop choose columns of {param('data')}; give {param('data')} too")
+            if self.target or self.features or self.drop or self.sep or self.thousands or self.na_values:
+                raise ValueError(f"target, features, drop, sep, thousands and na_values read columns of "
+                                 f"{param('data')}; give {param('data')} too")
             if self.n_informative > self.n_features:
                 raise ValueError(
                     f"n_informative ({self.n_informative}) must be <= n_features ({self.n_features}); "
@@ -111,6 +118,9 @@ class TrainConfig(_Config):
                 )
         elif not self.target:
             raise ValueError(f"data needs a target: name the column to predict with {param('target')}")
+        elif self.thousands and self.thousands in (".", self.sep or ("\t" if ".tsv" in self.data.lower() else ",")):
+            raise ValueError(f"thousands {self.thousands!r} cannot also be the column separator or the decimal "
+                             f"point; pass {param('sep')} too (e.g. --sep ';' --thousands ',')")
         return self
 
 

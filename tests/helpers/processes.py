@@ -126,3 +126,33 @@ def seconds_until_gone(procs: list[psutil.Process], timeout: float = 30) -> floa
     while alive(procs) and time.monotonic() - t0 < timeout:
         time.sleep(0.02)
     return time.monotonic() - t0
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process `pid` and all its descendants now (0 for those gone meanwhile)."""
+    try:
+        procs = [psutil.Process(pid), *descendants(pid)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def peak_rss(proc: subprocess.Popen, timeout: float, every: float = 0.1) -> int:
+    """Wait for `proc` (killing its group past `timeout` s), sampling its process tree's RSS every `every` s;
+    returns the peak in bytes. A spike shorter than `every` can be missed (RLIMIT_AS is no substitute: torch
+    reserves far more address space than it uses)."""
+    deadline, peak = time.monotonic() + timeout, 0
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"still running after {timeout} s (peak RSS so far {peak / 2**20:.0f} MiB)")
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(every)
+    return peak

@@ -206,3 +206,70 @@ def test_a_bad_promote_alias_is_refused_before_the_sweep():
     assert p.returncode == 2
     assert p.stderr.splitlines()[1:] == ["  --promote-alias: an alias may only contain letters, digits, underscores "
                                          "(_) and dashes (-) (got 'a b')"]
+
+
+def _semicolons(path):
+    from tests.helpers.tables import wine_frame
+
+    path.write_text(wine_frame().to_csv(index=False, sep=";"))
+    return ["--target", "cultivar"]
+
+
+def _duplicates(path):
+    path.write_text("a,a,y\n" + "".join(f"{i},{i},{i % 2}\n" for i in range(40)))
+    return ["--target", "y"]
+
+
+def _inf(path):
+    path.write_text("a,y\n" + "".join(f"{'inf' if i == 6 else i},{i % 2}\n" for i in range(40)))
+    return ["--target", "y"]
+
+
+def _continuous(path):
+    import numpy as np
+
+    path.write_text("a,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(np.random.default_rng(0).random(3000))))
+    return ["--target", "y"]
+
+
+def _huge_network(path):
+    path.write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    return ["--target", "y", "--hidden-layers", "65536,65536"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (_semicolons, "looks separated by ';', not ','; pass --sep ';'"),
+    (_duplicates, "has duplicate column names 'a' in its header"),
+    (_inf, "column 'a' of '{path}' holds inf in row 7"),
+    (_continuous, "target column 'y' of '{path}' has 3,000 classes in 3,000 rows (is it a continuous number?)"),
+    (_huge_network, "this training needs ~"),
+], ids=["semicolons", "duplicate-header", "inf", "continuous-target", "huge-network"])
+def test_bad_tables_exit_2_with_one_line_before_any_run(restore_gc, capsys, tmp_path, monkeypatch, make, message):
+    """In process: the command refuses the table before the store or Prefect are touched."""
+    import cli.main
+
+    def no_store():
+        raise AssertionError("the store was prepared for a table that is refused")
+
+    monkeypatch.setattr(cli.main, "_prepare_store", no_store)
+    path = tmp_path / "t.csv"
+    args = make(path)
+    assert cli.main.main(["train", "--data", str(path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("trackflow train: ")
+    assert message.replace("{path}", str(path)) in err
+
+
+def test_the_generated_set_is_checked_for_memory_too(restore_gc, capsys):
+    from cli.main import main
+
+    assert main(["train", "--hidden-layers", "65536,65536"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trackflow train: this training needs ~") and "GB available; narrow --hidden-layers" in err
+
+
+def test_reading_options_need_data(restore_gc, capsys):
+    from cli.main import main
+
+    assert main(["train", "--na-values", "-"]) == 2
+    assert "give --data too" in capsys.readouterr().err

@@ -53,3 +53,14 @@ def test_promote_aliases_the_registry_takes_are_accepted():
         assert TrainConfig(promote_alias=alias).promote_alias == alias
         _validate_model_alias_name(alias)  # and MLflow agrees
         _validate_model_alias_name_reserved(alias)
+
+
+def test_reading_options_go_with_data_and_a_thousands_separator_is_not_the_column_separator():
+    assert TrainConfig(data="t.csv", target="y", sep=";", thousands=",", na_values=["-"]).thousands == ","
+    with pytest.raises(ValidationError, match="give config.data too"):
+        TrainConfig(na_values=["-"])
+    with pytest.raises(ValidationError, match="cannot also be the column separator"):
+        TrainConfig(data="t.csv", target="y", thousands=",")
+    assert TrainConfig(data="t.tsv", target="y", thousands=",").thousands == ","
+    with pytest.raises(ValidationError, match="sep"):
+        TrainConfig(data="t.csv", target="y", sep=";;")
