@@ -23,6 +23,8 @@ CSV_COLUMNS = [
     "input", "line", "status", "output", "error", "seconds", "new_tokens", "audio_seconds", "model", "digest",
     "finished_at",
 ]
+# The job's own files in its output folder: never inputs, even when the output folder is the input folder.
+JOB_FILES = frozenset({RESULTS_JSONL, RESULTS_CSV, f"{RESULTS_JSONL}.tmp", f"{RESULTS_CSV}.tmp", ".trackflow.lock"})
 
 
 class OutputBusyError(RuntimeError):
