@@ -257,10 +257,10 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from tasks.data import DataError
     from tasks.inputs import InputFolderError
     from tasks.models import ModelSourceError
-    from tasks.results import OutputBusyError
+    from tasks.results import OutputBusyError, OutputFolderError
     from trackflow.devices import DeviceError
 
-    return InputFolderError, ModelSourceError, OutputBusyError, DataError, DeviceError
+    return InputFolderError, ModelSourceError, OutputBusyError, OutputFolderError, DataError, DeviceError
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -269,14 +269,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
     _check_device(config.device)
     from tasks.inputs import check_input_dir
     from tasks.models import resolve_model_source
+    from tasks.results import prepare_out_dir
 
     try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
         check_input_dir(config.in_dir, config.glob, exclude=config.out_dir, allow_empty=config.allow_empty)
         _prepare_store(config.experiment)
         resolve_model_source(config.model)
-        Path(config.out_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {config.out_dir!r}: {exc.strerror or exc}; pass another --out")
+        prepare_out_dir(config.out_dir)  # created, and writable
     except _input_errors() as exc:
         raise UsageError(str(exc)) from None
     from flows.infer import audio_inference_pipeline, text_inference_pipeline
@@ -287,6 +286,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"\n{result.n_inputs} inputs: {result.n_ok} ok, {result.n_failed} failed "
           f"({result.n_skipped} already done, skipped)")
+    if result.n_gone:
+        print(f"  {result.n_gone} inputs of earlier runs no longer exist: their records are kept, marked gone")
     for name in ("new_tokens_per_second", "audio_seconds_per_second", "inputs_per_second"):
         if name in result.metrics:
             print(f"  {name:<26} {result.metrics[name]:.2f}")

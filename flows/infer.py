@@ -36,6 +36,7 @@ class InferResult:
     n_ok: int = 0
     n_failed: int = 0
     n_skipped: int = 0
+    n_gone: int = 0  # inputs of earlier runs that no longer exist: their records are kept, marked gone
     metrics: dict[str, float] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (input, error), the first few
     run_url: str = ""
@@ -78,27 +79,31 @@ def _nothing_to_do(config: InferConfig) -> InferResult:
 
 def _run_job(config: InferConfig, files: list[str], kind: InputKind, source: str, settings: dict) -> InferResult:
     """One tracked run around the engine: params, the results log, metrics, artifacts, a summary."""
-    experiment_id = steps.ensure_experiment(config.experiment)
-    run_id = steps.start_run(experiment_id, run_name=f"infer-{kind.name}-{Path(config.model).name}",
-                             tags=prefect_tags() | {"trackflow.job": f"infer-{kind.name}"})
-    run_url = store.run_url(store.tracking_uri(), experiment_id, run_id)
-    with tracked(run_id), ResultsLog(config.out_dir, fingerprint(settings)) as log:
-        steps.log_params(run_id, config.model_dump() | {"kind": kind.name, "model_source": source,
-                                                        "fingerprint": log.fingerprint, "n_files": len(files)})
-        started = time.perf_counter()
-        progress = Progress(len(files), f"infer {kind.name}", "file", get_run_logger(), config.log_every)
-        stats = steps.process_inputs(files, Path(config.in_dir), kind, log, config.batch_size, progress)
-        progress.close()
-        counts = log.finalize()
-        metrics = job_metrics(stats, counts, time.perf_counter() - started, kind.measure)
-        steps.log_metrics(run_id, metrics)
-        steps.log_artifact_files(run_id, [str(log.path), str(log.dir / RESULTS_CSV)], "results")
-        links = {"MLflow run": run_url, "results": str(log.path)} | ({"Prefect flow run": u} if (u := flow_run_url()) else {})
-        steps.publish_markdown(f"infer-{kind.name}-summary",
-                               metrics_markdown(f"Batch inference ({kind.name})", metrics, links),
-                               f"Counts and throughput of infer-{kind.name}")
+    # The log first: a folder that is busy or cannot be written is refused before any run is made.
+    with ResultsLog(config.out_dir, fingerprint(settings)) as log:
+        experiment_id = steps.ensure_experiment(config.experiment)
+        run_id = steps.start_run(experiment_id, run_name=f"infer-{kind.name}-{Path(config.model).name}",
+                                 tags=prefect_tags() | {"trackflow.job": f"infer-{kind.name}"})
+        run_url = store.run_url(store.tracking_uri(), experiment_id, run_id)
+        with tracked(run_id):
+            steps.log_params(run_id, config.model_dump() | {"kind": kind.name, "model_source": source,
+                                                            "fingerprint": log.fingerprint, "n_files": len(files)})
+            started = time.perf_counter()
+            progress = Progress(len(files), f"infer {kind.name}", "file", get_run_logger(), config.log_every)
+            stats = steps.process_inputs(files, Path(config.in_dir), kind, log, config.batch_size, progress)
+            progress.close()
+            counts = log.finalize(stats.present)  # inputs gone since an earlier run are counted apart
+            metrics = job_metrics(stats, counts, time.perf_counter() - started, kind.measure)
+            steps.log_metrics(run_id, metrics)
+            steps.log_artifact_files(run_id, [str(log.path), str(log.dir / RESULTS_CSV)], "results")
+            links = {"MLflow run": run_url, "results": str(log.path)} | (
+                {"Prefect flow run": u} if (u := flow_run_url()) else {})
+            steps.publish_markdown(f"infer-{kind.name}-summary",
+                                   metrics_markdown(f"Batch inference ({kind.name})", metrics, links),
+                                   f"Counts and throughput of infer-{kind.name}")
     result = InferResult(str(log.dir.resolve()), run_id, experiment_id, int(metrics["n_inputs"]), counts.get("ok", 0),
-                         counts.get("error", 0), stats.n_skipped, metrics, stats.failures, run_url)
+                         counts.get("error", 0), stats.n_skipped, counts.get("gone", 0), metrics, stats.failures,
+                         run_url)
     if result.n_failed:
         get_run_logger().warning("%d of %d inputs failed; see %s", result.n_failed, result.n_inputs, log.path)
     return result

@@ -57,6 +57,7 @@ class JobStats:
     measure_total: float = 0.0
     compute_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (input key, error), the first few
+    present: set[str] = field(default_factory=set)  # the keys of every input read: those that exist now
 
 
 def record(item: Loaded, model: str, status: str, output=None, error=None, seconds=None, **extra) -> dict:
@@ -96,6 +97,7 @@ def run_job(files: Sequence[str], root: Path, kind: InputKind, log: ResultsLog, 
         for i in range(len(chunks)):
             loaded = pending.result()
             pending = reader.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None  # read ahead
+            stats.present.update(x.item.key for x in loaded)
             todo = [x for x in loaded if x.error is not None or not log.is_done(x.item.key, x.item.digest)]
             stats.n_skipped += len(loaded) - len(todo)
             checked = kind.check([x for x in todo if x.error is None])
@@ -121,11 +123,12 @@ def _append(log: ResultsLog, records: list[dict], stats: JobStats, kind: InputKi
 
 
 def job_metrics(stats: JobStats, counts: dict[str, int], wall_seconds: float, measure: str) -> dict[str, float]:
-    """A job's counts and throughput: the results log's `counts` (every input so far) and this run's `stats`."""
+    """A job's counts and throughput: the results log's `counts` (the inputs that exist now, and those gone
+    since an earlier run) and this run's `stats`."""
     n_ok, n_failed = counts.get("ok", 0), counts.get("error", 0)
     busy = stats.compute_seconds
     return {
-        "n_inputs": n_ok + n_failed, "n_ok": n_ok, "n_failed": n_failed,
+        "n_inputs": n_ok + n_failed, "n_ok": n_ok, "n_failed": n_failed, "n_gone": counts.get("gone", 0),
         "n_skipped": stats.n_skipped, "n_processed": stats.n_processed,
         "wall_seconds": wall_seconds, "compute_seconds": busy,
         "inputs_per_second": stats.n_processed / wall_seconds if wall_seconds > 0 else 0.0,

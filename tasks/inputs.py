@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.results import item_key
+from tasks.results import JOB_FILES, item_key
 from trackflow.naming import param
 
 TARGET_RATE = 16_000  # Wav2Vec2 checkpoints are trained on 16 kHz mono
@@ -143,8 +143,10 @@ def glob_matcher(pattern: str):
 def iter_files(in_dir: str | Path, pattern: str, exclude: str | Path | None = None) -> Iterator[Path]:
     """Files under `in_dir` matching `pattern`, in sorted order, streamed directory by directory.
 
-    Hidden files and folders (".DS_Store", "._x.wav", ".git") and the `exclude` folder
-    (the output folder, when it sits inside the input one) are skipped.
+    Hidden files and folders (".DS_Store", "._x.wav", ".git") are skipped, and so is the
+    `exclude` folder (the output folder, when it sits inside the input one); when the
+    output folder is the input folder itself, the job's own files in it (results.jsonl,
+    results.csv and their temporary files) are skipped.
     """
     root = Path(in_dir)
     matcher = glob_matcher(pattern)
@@ -153,8 +155,9 @@ def iter_files(in_dir: str | Path, pattern: str, exclude: str | Path | None = No
         dirnames[:] = sorted(
             d for d in dirnames if not d.startswith(".") and (skip is None or Path(dirpath, d).resolve() != skip)
         )
+        own = JOB_FILES if skip is not None and Path(dirpath).resolve() == skip else ()
         for name in sorted(filenames):
-            if name.startswith("."):
+            if name.startswith(".") or name in own:
                 continue
             path = Path(dirpath, name)
             rel = path.relative_to(root).as_posix()
@@ -255,7 +258,10 @@ def read_prompts(path: Path, rel: str, root: Path) -> Iterator[tuple[Item, str |
     if not text.strip():
         yield Item(rel, None, hashlib.sha256(data).hexdigest()), InputError("empty file: no JSON lines")
         return
-    for n, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: str.splitlines() also splits at U+2028, U+2029 and U+0085, which
+    # JSON strings hold unescaped, and that would shift every later line number.
+    for n, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         item = Item(rel, n, text_digest(line))

@@ -6,6 +6,11 @@ and compacts the file to one record per input (the latest), writing a temporary 
 and renaming it over the old one; `results.csv` is written the same way. Rerunning a
 job skips inputs whose latest record is `ok` for the same content (sha256) and the
 same model settings (the fingerprint), so a rerun is idempotent.
+
+A line that is not a record of the schema below (torn by a crash, or edited by hand)
+is dropped when the log is compacted, and its input is redone. Records of inputs that
+no longer exist (deleted files, lines gone from a .jsonl) stay in the log, marked
+`"gone": true`, and are counted apart from the inputs that exist.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 from trackflow.naming import param
@@ -23,12 +29,40 @@ RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
 CSV_COLUMNS = [
     "input", "line", "status", "output", "error", "seconds", "new_tokens", "audio_seconds", "model", "digest",
-    "finished_at",
+    "finished_at", "gone",
 ]
+# The job's own files in its output folder: never inputs, even when the output folder is the input folder.
+JOB_FILES = frozenset({RESULTS_JSONL, RESULTS_CSV, f"{RESULTS_JSONL}.tmp", f"{RESULTS_CSV}.tmp", ".trackflow.lock"})
+STATUSES = ("ok", "error")
+# Optional fields of a record and their types (None is always allowed); `input` (str) and `status` are required.
+_FIELD_TYPES = {"line": int, "error": str, "seconds": (int, float), "new_tokens": (int, float),
+                "audio_seconds": (int, float), "model": str, "digest": str, "finished_at": str, "fingerprint": str,
+                "gone": bool}
 
 
 class OutputBusyError(RuntimeError):
     """Another job holds the output folder."""
+
+
+class OutputFolderError(OSError):
+    """The output folder cannot be created or written; the message names it and the fix."""
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """The output folder, created if missing and probed by writing a file; OutputFolderError if it cannot be."""
+    path = Path(out_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"cannot create output folder {str(path)!r}: {exc.strerror or exc}; "
+                                f"pass another {param('out_dir')}") from None
+    try:  # a read-only folder or mount, or a full disk, fails here rather than after the first batch
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise OutputFolderError(f"cannot write to output folder {str(path)!r}: {exc.strerror or exc}; "
+                                f"make it writable or pass another {param('out_dir')}") from None
+    return path
 
 
 def fingerprint(settings: Mapping[str, object]) -> str:
@@ -45,15 +79,32 @@ def record_key(record: Mapping[str, object]) -> str:
     return item_key(str(record["input"]), record.get("line"))
 
 
+def parse_record(line: str) -> dict | None:
+    """The record on one line of results.jsonl, or None for a line that is not one (torn, or not of the schema)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if _fits_schema(record) else None
+
+
+def _fits_schema(record: object) -> bool:
+    """True when a parsed line is a record as this log writes them (what resuming and results.csv rely on)."""
+    if not isinstance(record, dict) or not isinstance(record.get("input"), str) or record.get("status") not in STATUSES:
+        return False
+    for name, types in _FIELD_TYPES.items():
+        value = record.get(name)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool) is not (types is bool)):
+            return False
+    line = record.get("line")
+    return line is None or 1 <= line < 2**63
+
+
 class ResultsLog:
     """Append-only, crash-safe record of a job's results in `out_dir`, one writer at a time."""
 
     def __init__(self, out_dir: str | Path, fingerprint: str):
-        self.dir = Path(out_dir)
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OSError(f"cannot create output folder {str(self.dir)!r}: {exc.strerror or exc}") from None
+        self.dir = prepare_out_dir(out_dir)
         self.path = self.dir / RESULTS_JSONL
         self.fingerprint = fingerprint
         self._lock = open(self.dir / ".trackflow.lock", "w")
@@ -71,39 +122,56 @@ class ResultsLog:
 
     # -- reading ---------------------------------------------------------------------
 
-    def _scan(self) -> tuple[dict[str, int], int]:
-        """Line number of the latest valid record per key, and the count of torn/invalid lines."""
+    def _scan(self) -> tuple[dict[str, int], set[str], int]:
+        """Line number of the latest record per key, the keys whose latest record is marked gone,
+        and the count of lines that are not records (torn by a crash, or not of the schema)."""
         latest: dict[str, int] = {}
+        gone: set[str] = set()
         bad = 0
         if not self.path.exists():
-            return latest, bad
+            return latest, gone, bad
         with open(self.path, encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f):
-                try:
-                    rec = json.loads(line)
-                    key = record_key(rec)
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    bad += 1  # a line torn by a crash mid-write
+                rec = parse_record(line)
+                if rec is None:
+                    bad += 1
                     continue
+                key = record_key(rec)
                 latest[key] = n
-                if rec.get("status") == "ok" and rec.get("fingerprint") == self.fingerprint:
-                    self._done[key] = rec.get("digest", "")
+                if rec.get("gone"):
+                    gone.add(key)
+                else:
+                    gone.discard(key)
+                if rec["status"] == "ok" and rec.get("fingerprint") == self.fingerprint:
+                    self._done[key] = rec.get("digest") or ""
                 else:
                     self._done.pop(key, None)
-        return latest, bad
+        return latest, gone, bad
 
-    def compact(self) -> int:
-        """Rewrite the log with one record per input (the latest); return how many it holds."""
+    def compact(self, present: Collection[str] | None = None) -> int:
+        """Rewrite the log with one record per input (the latest); return how many it holds.
+
+        With `present` (the keys of the inputs that exist now), the records of every other
+        input are marked `"gone": true`, and a record of an input that came back is unmarked.
+        """
         self._done.clear()
-        latest, bad = self._scan()
+        latest, gone, bad = self._scan()
         if not self.path.exists():
             return 0
         keep = set(latest.values())
-        if bad == 0 and len(keep) == sum(1 for _ in open(self.path, "rb")):
+        flip = {} if present is None else {n: key for key, n in latest.items() if (key not in present) != (key in gone)}
+        if bad == 0 and not flip and len(keep) == sum(1 for _ in open(self.path, "rb")):
             return len(keep)  # already compact
         tmp = self.path.with_suffix(".jsonl.tmp")
         with open(self.path, encoding="utf-8", errors="replace") as src, open(tmp, "w", encoding="utf-8") as dst:
             for n, line in enumerate(src):
+                if n in flip:
+                    rec = json.loads(line)
+                    if flip[n] in gone:
+                        rec.pop("gone", None)
+                    else:
+                        rec["gone"] = True
+                    line = json.dumps(rec, ensure_ascii=False)
                 if n in keep:
                     dst.write(line if line.endswith("\n") else line + "\n")
             dst.flush()
@@ -131,10 +199,14 @@ class ResultsLog:
         self._file.flush()
         os.fsync(self._file.fileno())
 
-    def finalize(self) -> dict[str, int]:
-        """Compact the log, write results.csv next to it, and return the counts by status."""
+    def finalize(self, present: Collection[str] | None = None) -> dict[str, int]:
+        """Compact the log, write results.csv next to it, and return the counts by status.
+
+        With `present` (the keys of the inputs that exist now), records of other inputs are
+        marked gone (see `compact`): they are counted as "gone", not by their status.
+        """
         self._file.close()
-        self.compact()
+        self.compact(present)
         counts = write_csv(self.path, self.dir / RESULTS_CSV)
         self._file = open(self.path, "a", encoding="utf-8")
         return counts
@@ -152,26 +224,35 @@ class ResultsLog:
 
 
 def write_csv(jsonl: Path, csv: Path, chunk: int = 5000) -> dict[str, int]:
-    """results.csv from results.jsonl with pandas, in chunks (memory stays flat), via an atomic rename."""
+    """results.csv from a compacted results.jsonl, in chunks (memory stays flat), via an atomic rename.
+
+    Returns the counts by status, records marked gone counted as "gone" instead.
+    """
     import pandas as pd
 
     counts: dict[str, int] = {}
+
+    def write(records: list[dict], header: bool) -> None:
+        frame = pd.DataFrame.from_records(records, columns=CSV_COLUMNS)
+        frame["line"] = frame["line"].astype("Int64")
+        frame["gone"] = frame["gone"].eq(True)
+        frame.to_csv(out, index=False, header=header)
+
     tmp = csv.with_suffix(".csv.tmp")
-    header = True
     with open(tmp, "w", encoding="utf-8", newline="") as out:
-        if jsonl.exists() and jsonl.stat().st_size:
-            for frame in pd.read_json(jsonl, lines=True, chunksize=chunk, dtype=False):
-                for col in CSV_COLUMNS:
-                    if col not in frame:
-                        frame[col] = None
-                frame = frame[CSV_COLUMNS]
-                frame["line"] = frame["line"].astype("Int64")
-                frame.to_csv(out, index=False, header=header)
-                header = False
-                for status, n in frame["status"].value_counts().items():
-                    counts[status] = counts.get(status, 0) + int(n)
-        if header:
-            pd.DataFrame(columns=CSV_COLUMNS).to_csv(out, index=False)
+        header, records = True, []
+        with open(jsonl, encoding="utf-8", errors="replace") if jsonl.exists() else open(os.devnull) as f:
+            for line in f:
+                if (rec := parse_record(line)) is None:  # none once compacted
+                    continue
+                status = "gone" if rec.get("gone") else rec["status"]
+                counts[status] = counts.get(status, 0) + 1
+                records.append(rec)
+                if len(records) == chunk:
+                    write(records, header)
+                    header, records = False, []
+        if records or header:
+            write(records, header)
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, csv)

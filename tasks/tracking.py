@@ -212,8 +212,6 @@ def log_classifier(run_id: str, classifier, input_example) -> str:
                                    params=run.data.params, model_type="classifier")
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")  # the label
-        # predict() has no type hints on purpose (trackflow/served_model.py); the signature is given below.
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
         info = Model.log(
             artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
             python_model=str(SERVED_MODEL), artifacts=classifier.save(Path(tmp)),

@@ -24,6 +24,10 @@ _TRUSTED = ["numpy.dtype", "trackflow.classifier.as_text"]
 PROBA = "proba_"
 
 
+class UnscorableInputError(ValueError):
+    """A row the model cannot give finite probabilities for; the message names the row and the column."""
+
+
 def as_text(X):
     """Categories as strings (bools and mixed types compare consistently), missing values kept missing.
 
@@ -44,14 +48,54 @@ class FittedClassifier:
     columns: list[str]
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Class probabilities, finite and summing to 1 per row; UnscorableInputError names a row they cannot be."""
         import torch
 
-        features = self.preprocessor.transform(frame[self.columns])
+        X = frame[self.columns]
+        numbers = X.select_dtypes("number")
+        infinite = np.isinf(numbers.to_numpy(dtype=np.float64, na_value=np.nan))
+        if infinite.any():
+            i = int(np.flatnonzero(infinite.any(axis=1))[0])
+            raise self._unscorable(X, i, numbers.columns[int(np.argmax(infinite[i]))],
+                                   "is not a finite number (a number too large to read becomes inf)",
+                                   int(infinite.any(axis=1).sum()))
+        with np.errstate(over="ignore"):  # a value past float32's range becomes inf here, and is refused below
+            features = np.asarray(self.preprocessor.transform(X), dtype=np.float32)
         self.network.eval()
         with torch.no_grad():
-            x = torch.tensor(np.asarray(features, dtype=np.float32))
-            return torch.cat([torch.softmax(self.network(x[i : i + 65_536]), dim=1)
-                              for i in range(0, max(len(x), 1), 65_536)]).numpy()[: len(x)]
+            x = torch.from_numpy(features)
+            proba = torch.cat([torch.softmax(self.network(x[i : i + 65_536]), dim=1)
+                               for i in range(0, max(len(x), 1), 65_536)]).numpy()[: len(x)]
+        bad = np.flatnonzero(~(np.isfinite(features).all(axis=1) & np.isfinite(proba).all(axis=1)))
+        if len(bad):
+            # A huge number (1e308) scales to a value float32 cannot hold, or to one that overflows the
+            # network's arithmetic: either way its encoded feature is the row's largest in magnitude.
+            i = int(bad[0])
+            column = self._input_column(int(np.argmax(np.nan_to_num(np.abs(features[i]), nan=np.inf))))
+            raise self._unscorable(X, i, column, "is too far outside the training data's range for the model "
+                                   "(its probabilities would not be finite)", len(bad))
+        return proba
+
+    @staticmethod
+    def _unscorable(X: pd.DataFrame, row: int, column, why: str, n_rows: int) -> "UnscorableInputError":
+        value = X[column].iloc[row]
+        more = f" ({n_rows} rows in all)" if n_rows > 1 else ""
+        return UnscorableInputError(f"row {row} (counting from 0), column {column!r}: "
+                                    f"{value.item() if hasattr(value, 'item') else value!r} {why}{more}; "
+                                    "check that value")
+
+    def _input_column(self, j: int) -> str:
+        """The input column that encoded feature `j` comes from (the fitted ColumnTransformer's bookkeeping)."""
+        pre = self.preprocessor
+        for name, transformer, cols in pre.transformers_:
+            s = pre.output_indices_[name]
+            if s.start <= j < s.stop:
+                cols = list(cols)
+                if len(cols) == s.stop - s.start:  # one feature per column
+                    return cols[j - s.start]
+                feature = str(transformer.get_feature_names_out(cols)[j - s.start])  # one-hot: "<column>_<value>"
+                return max((c for c in cols if feature.startswith(f"{c}_")), key=len, default=cols[0])
+        raise IndexError(f"encoded feature {j} comes from no column")
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         proba = self.predict_proba(frame)

@@ -4,9 +4,11 @@ The model's files (weights, preprocessor, class names) are its artifacts; see tr
 """
 
 import mlflow.pyfunc
+import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
 
-from trackflow.classifier import FittedClassifier
+from trackflow.classifier import FittedClassifier, UnscorableInputError
 
 
 class TabularClassifier(mlflow.pyfunc.PythonModel):
@@ -15,10 +17,13 @@ class TabularClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.fitted = FittedClassifier.load(context.artifacts)
 
-    # model_input and the result are DataFrames; they carry no type hints because MLflow
-    # would validate by the hints (which it reads as Any) instead of by the logged signature.
-    def predict(self, context, model_input, params=None):
-        return self.fitted.predict(model_input)
+    # A DataFrame hint is one MLflow infers no schema from: it validates by the logged signature
+    # (named, typed columns), as without hints, and stops asking for hints on every load.
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        try:
+            return self.fitted.predict(model_input)
+        except UnscorableInputError as exc:  # the scoring server answers this one with a 400
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
 
 
 set_model(TabularClassifier())

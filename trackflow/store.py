@@ -57,12 +57,11 @@ def artifact_location(uri: str) -> str | None:
     return (db.parent / "artifacts").resolve().as_uri() if db else None
 
 
-# MLflow's own chatter when trackflow logs a model or a dataset: nudges towards type hints
-# (trackflow logs an explicit signature instead), a hint about an integer `label` output or
-# target, and a note about its import-time agent types. Filtered process-wide: MLflow warns
-# from threads and nested warning contexts that a local filter does not reach.
+# MLflow's own chatter when trackflow logs a model or a dataset: a hint about an integer
+# `label` output or target, and a note about its import-time agent types. Filtered
+# process-wide: MLflow warns from threads and nested warning contexts that a local filter
+# does not reach.
 _MLFLOW_NOISE = (
-    r".*Add type hints to the `predict` method",
     r"Hint: Inferred schema contains integer column",
     r".*Any type hint is inferred as AnyType",
 )

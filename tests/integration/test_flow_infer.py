@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers.audio import write_audio
 from tests.helpers.cli import TRACKFLOW, cli_env, run_cli
+from tests.helpers.files import read_only_folder
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -140,6 +141,61 @@ def test_audio_end_to_end_any_rate_and_channels_and_bad_files(tmp_path, tiny_mod
     assert run.info.status == "FINISHED"
     assert (run.data.metrics["n_ok"], run.data.metrics["n_failed"]) == (6, 3)
     assert run.data.metrics["audio_seconds_per_second"] > 0
+
+
+def test_out_equal_to_the_input_folder_never_reads_the_jobs_own_files(tmp_path, tiny_models):
+    d = tmp_path / "inbox"
+    d.mkdir()
+    (d / "a.txt").write_text("Hello world")
+    lines = [{"prompt": "Once upon\u2028a time"}, {"prompt": "Next\u0085line"}]  # separators JSON leaves raw
+    (d / "p.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    args = ("infer", "text", d, "--out", d, "--model", tiny_models["text"], "--max-new-tokens", "3", "--glob", "*")
+    for run in (1, 2):
+        p = run_cli(*args)
+        assert p.returncode == 0, p.stderr
+        assert "3 inputs: 3 ok, 0 failed" in p.stdout, p.stdout
+        assert set(by_key(records(d))) == {"a.txt", "p.jsonl:1", "p.jsonl:2"}
+    assert "(3 already done, skipped)" in p.stdout
+
+
+def test_inputs_that_are_gone_stop_counting_and_an_odd_record_is_redone(tmp_path, tiny_models, client):
+    d = tmp_path / "inbox"
+    d.mkdir()
+    for name, text in [("good.txt", "Hello world"), ("other.txt", "Fine prompt"), ("empty.txt", "")]:
+        (d / name).write_text(text)
+    (d / "p.jsonl").write_text('{"prompt": "one"}\n{"prompt": "two"}\n')
+    out = tmp_path / "out"
+    args = ("infer", "text", d, "--out", out, "--model", tiny_models["text"], "--max-new-tokens", "3")
+    p = run_cli(*args)
+    assert p.returncode == 1 and "1 of 5 inputs failed" in p.stderr, p.stderr
+    (d / "empty.txt").unlink()  # the failed input, and an ok one, deleted; a .jsonl line removed
+    (d / "other.txt").unlink()
+    (d / "p.jsonl").write_text('{"prompt": "one"}\n')
+    odd = [dict(r, line="one") if r["line"] == 1 else r for r in records(out)]  # p.jsonl:1's line as text
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in odd))
+    for skipped in (1, 2):  # p.jsonl:1 is redone once
+        p = run_cli(*args)
+        assert p.returncode == 0, p.stderr
+        assert f"2 inputs: 2 ok, 0 failed ({skipped} already done, skipped)" in p.stdout, p.stdout
+        assert "3 inputs of earlier runs no longer exist" in p.stdout and "FAILED" not in p.stdout
+        m = only_run(client)[0].data.metrics
+        assert (m["n_inputs"], m["n_ok"], m["n_failed"], m["n_gone"]) == (2, 2, 0, 3)
+    recs = by_key(records(out))
+    assert {k for k, r in recs.items() if r.get("gone")} == {"empty.txt", "other.txt", "p.jsonl:2"}
+    assert recs["empty.txt"]["status"] == "error" and recs["other.txt"]["output"]  # kept as they were
+    assert all(isinstance(r["line"], int | None) for r in recs.values())
+    csv = pd.read_csv(out / "results.csv")
+    assert sorted(csv.loc[csv["gone"], "input"]) == ["empty.txt", "other.txt", "p.jsonl"]
+    assert not list(out.glob("*.tmp"))
+
+
+def test_a_read_only_output_folder_exits_2_before_any_work(tmp_path, tiny_models, prompts, client):
+    folder = read_only_folder(tmp_path)
+    p = run_cli("infer", "text", prompts, "--out", folder, "--model", tiny_models["text"], timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == (f"trackflow infer: cannot write to output folder {str(folder)!r}: Permission denied; "
+                                "make it writable or pass another --out")
+    assert client.get_experiment_by_name("batch-inference") is None
 
 
 @pytest.mark.parametrize(

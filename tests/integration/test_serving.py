@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
 from flows.train import training_pipeline
 from tests.helpers.tables import wine_frame, write
@@ -37,6 +38,14 @@ def trained(tmp_path, which: str):
     return training_pipeline(config), rows
 
 
+def with_huge_number(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows with 1e308 in row 1 of the first numeric column (inf in a float32 one): it overflows float32."""
+    column = rows.select_dtypes("number").columns[0]
+    huge = rows.copy()
+    huge.loc[huge.index[1], column] = 1e308
+    return huge, column
+
+
 @pytest.mark.parametrize("which", ["table", "generated"])
 def test_the_logged_model_takes_named_columns_and_loads_no_pickle(tmp_path, which):
     result, rows = trained(tmp_path, which)
@@ -47,6 +56,9 @@ def test_the_logged_model_takes_named_columns_and_loads_no_pickle(tmp_path, whic
     assert list(out.columns) == ["label"] + [f"proba_{c}" for c in result.classes]
     assert set(out["label"]) <= set(result.classes)
     np.testing.assert_allclose(out.filter(like="proba_").sum(axis=1), 1.0, rtol=1e-6)
+    huge, column = with_huge_number(rows)
+    with pytest.raises(MlflowException, match=rf"row 1 \(counting from 0\), column '{column}': (1e\+308|inf) is "):
+        model.predict(huge)  # not NaN probabilities (a float32 column holds 1e308 as inf)
     folder = mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path / "model"))
     files = {p.name for p in __import__("pathlib").Path(folder).rglob("*") if p.is_file()}
     assert {"weights.safetensors", "preprocessor.skops", "meta.json", "input_example.json"} <= files
@@ -69,6 +81,17 @@ def test_the_scoring_server_answers_like_the_loaded_model(tmp_path, which):
         for c in result.classes:
             np.testing.assert_allclose(got[f"proba_{c}"], expected[f"proba_{c}"], rtol=1e-5)
             assert all(0 <= p <= 1 and not math.isnan(p) for p in got[f"proba_{c}"])
+        np.testing.assert_allclose(got.filter(like="proba_").sum(axis=1), 1.0, rtol=1e-6)
+
+        # Where the signature's column is float32 (the generated set), MLflow casts 1e308 to inf before
+        # predict; float64 (the table) keeps it. Either way the row is refused, not answered with NaN.
+        column = rows.select_dtypes("number").columns[0]
+        huge = records(rows)
+        huge[1][column] = 1e308
+        r = httpx.post(f"{url}/invocations", json={"dataframe_records": huge}, timeout=60)
+        assert r.status_code == 400, r.text
+        assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert f"row 1 (counting from 0), column {column!r}" in r.json()["message"]
 
         split = json.loads(rows.to_json(orient="split", index=False))
         r = httpx.post(f"{url}/invocations", json={"dataframe_split": split}, timeout=60)
@@ -78,3 +101,4 @@ def test_the_scoring_server_answers_like_the_loaded_model(tmp_path, which):
         r = httpx.post(f"{url}/invocations", json={"dataframe_records": records(rows.drop(columns=missing))}, timeout=60)
         assert r.status_code == 400, r.text
         assert missing in r.json()["message"]
+    assert "Add type hints" not in (tmp_path / "serve.log").read_text()  # MLflow loads served_model.py quietly

@@ -20,6 +20,7 @@ from tasks.inputs import (
     read_prompt_file,
     read_prompts,
     read_recording,
+    text_digest,
 )
 from tests.helpers.audio import write_audio
 
@@ -51,6 +52,23 @@ def test_iter_files_sorted_skips_hidden_and_output_folder(tmp_path):
     found = [p.relative_to(tmp_path).as_posix() for p in iter_files(tmp_path, "**/*.txt", exclude=tmp_path / "out")]
     assert found == ["a.txt", "b.txt", "sub/c.txt"]
     assert list_inputs(tmp_path, "**/*.txt", tmp_path / "out", allow_empty=False) == ["a.txt", "b.txt", "sub/c.txt"]
+
+
+@pytest.mark.parametrize("glob", ["*", "**/*.{txt,jsonl}", "**/*.jsonl"])
+def test_an_output_folder_equal_to_the_input_folder_never_yields_the_jobs_own_files(tmp_path, glob):
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "hi"}\n')
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "results.jsonl").write_text('{"prompt": "a user file of that name, elsewhere"}\n')
+    for own in ["results.jsonl", "results.csv", "results.jsonl.tmp", "results.csv.tmp", ".trackflow.lock"]:
+        (tmp_path / own).write_text('{"input": "prompts.jsonl", "line": 1, "status": "ok"}\n')
+    expected = ["prompts.jsonl"] + (["sub/results.jsonl"] if "**" in glob else [])
+    for exclude in (tmp_path, str(tmp_path) + "/", tmp_path / "sub" / ".."):  # the same folder, spelt three ways
+        assert list_inputs(tmp_path, glob, exclude, allow_empty=False) == expected
+    assert list_inputs(tmp_path, glob, None, allow_empty=False) != expected  # without --out they are ordinary files
+    (tmp_path / "prompts.jsonl").unlink()
+    (tmp_path / "sub" / "results.jsonl").unlink()
+    with pytest.raises(InputFolderError, match="has no files matching"):  # the job's files alone are not inputs
+        check_input_dir(tmp_path, glob, tmp_path, allow_empty=False)
 
 
 def test_check_input_dir_errors_name_the_folder(tmp_path):
@@ -93,6 +111,18 @@ def test_read_prompts_txt_and_jsonl(tmp_path):
     assert "not valid JSON" in str(b[3][1])
     assert "empty prompt" in str(b[4][1])
     assert len({i.digest for i, _ in b}) == 5  # per-line content hashes
+
+
+def test_jsonl_lines_end_at_newline_only_so_unicode_separators_stay_in_the_prompt(tmp_path):
+    prompts = ["one\u2028two", "para\u2029graph", "next\u0085line"]
+    # ensure_ascii=False writes U+2028, U+2029 and U+0085 unescaped, as JSON allows; the last line ends in \r\n
+    text = "\n".join(json.dumps({"prompt": p}, ensure_ascii=False) for p in prompts) + "\n\n"
+    (tmp_path / "p.jsonl").write_text(text + json.dumps({"prompt": "plain"}) + "\r\n", encoding="utf-8")
+    got = list(read_prompts(tmp_path / "p.jsonl", "p.jsonl", tmp_path))
+    assert [(i.key, v) for i, v in got] == [("p.jsonl:1", prompts[0]), ("p.jsonl:2", prompts[1]),
+                                            ("p.jsonl:3", prompts[2]), ("p.jsonl:5", "plain")]
+    assert "\u2028" in (tmp_path / "p.jsonl").read_text(encoding="utf-8")  # written raw, not as \\u2028
+    assert got[3][0].digest == text_digest(json.dumps({"prompt": "plain"}))  # the \r is not part of the line
 
 
 @pytest.mark.parametrize(
