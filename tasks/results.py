@@ -14,7 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 RESULTS_JSONL = "results.jsonl"
@@ -23,6 +23,7 @@ CSV_COLUMNS = [
     "input", "line", "status", "output", "error", "seconds", "new_tokens", "audio_seconds", "model", "digest",
     "finished_at",
 ]
+INT_COLUMNS = {"line", "rows"}  # whole numbers, or empty
 
 
 class OutputBusyError(RuntimeError):
@@ -46,7 +47,7 @@ def record_key(record: Mapping[str, object]) -> str:
 class ResultsLog:
     """Append-only, crash-safe record of a job's results in `out_dir`, one writer at a time."""
 
-    def __init__(self, out_dir: str | Path, fingerprint: str):
+    def __init__(self, out_dir: str | Path, fingerprint: str, csv_columns: Sequence[str] = CSV_COLUMNS):
         self.dir = Path(out_dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +55,7 @@ class ResultsLog:
             raise OSError(f"cannot create output folder {str(self.dir)!r}: {exc.strerror or exc}") from None
         self.path = self.dir / RESULTS_JSONL
         self.fingerprint = fingerprint
+        self.csv_columns = list(csv_columns)
         self._lock = open(self.dir / ".trackflow.lock", "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -132,7 +134,7 @@ class ResultsLog:
         """Compact the log, write results.csv next to it, and return the counts by status."""
         self._file.close()
         self.compact()
-        counts = write_csv(self.path, self.dir / RESULTS_CSV)
+        counts = write_csv(self.path, self.dir / RESULTS_CSV, columns=self.csv_columns)
         self._file = open(self.path, "a", encoding="utf-8")
         return counts
 
@@ -148,7 +150,7 @@ class ResultsLog:
         self.close()
 
 
-def write_csv(jsonl: Path, csv: Path, chunk: int = 5000) -> dict[str, int]:
+def write_csv(jsonl: Path, csv: Path, chunk: int = 5000, columns: Sequence[str] = CSV_COLUMNS) -> dict[str, int]:
     """results.csv from results.jsonl with pandas, in chunks (memory stays flat), via an atomic rename."""
     import pandas as pd
 
@@ -158,17 +160,18 @@ def write_csv(jsonl: Path, csv: Path, chunk: int = 5000) -> dict[str, int]:
     with open(tmp, "w", encoding="utf-8", newline="") as out:
         if jsonl.exists() and jsonl.stat().st_size:
             for frame in pd.read_json(jsonl, lines=True, chunksize=chunk, dtype=False):
-                for col in CSV_COLUMNS:
+                for col in columns:
                     if col not in frame:
                         frame[col] = None
-                frame = frame[CSV_COLUMNS]
-                frame["line"] = frame["line"].astype("Int64")
+                frame = frame[list(columns)]
+                for col in INT_COLUMNS & set(columns):
+                    frame[col] = frame[col].astype("Int64")
                 frame.to_csv(out, index=False, header=header)
                 header = False
                 for status, n in frame["status"].value_counts().items():
                     counts[status] = counts.get(status, 0) + int(n)
         if header:
-            pd.DataFrame(columns=CSV_COLUMNS).to_csv(out, index=False)
+            pd.DataFrame(columns=list(columns)).to_csv(out, index=False)
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, csv)
