@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,9 @@ def load_scorer(model: RegisteredModel) -> Scorer:
 
     store.configure()
     try:
-        pyfunc = mlflow.pyfunc.load_model(model.uri)
+        with warnings.catch_warnings():  # its nudge towards type hints: the model has an explicit signature
+            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+            pyfunc = mlflow.pyfunc.load_model(model.uri)
     except Exception as exc:
         raise ModelSourceError(f"model {model.uri} ({model.requested}) cannot be loaded "
                                f"({store.redact_text(str(exc))[:300]})") from None
@@ -279,13 +282,13 @@ def score_file(path: Path, root: Path, out: Path, scorer: Scorer, batch_rows: in
     missing = [c for c, _, required in scorer.inputs if required and c not in present]
     if missing:
         raise InputError(f"missing required column{'s' if len(missing) > 1 else ''} "
-                         f"{', '.join(map(repr, missing))} (the model takes {', '.join(map(repr, scorer.columns))})")
+                         f"{', '.join(map(repr, missing))}: the model {scorer.model.uri} takes "
+                         f"{len(scorer.columns)} columns (see its signature)")
     kept = list(keep) if keep else names
     if absent := [c for c in kept if c not in present]:
         raise InputError(f"no column {', '.join(map(repr, absent))} to keep (--keep); its columns are: "
                          f"{', '.join(map(repr, names))}")
     types = {c: t for c, t, _ in scorer.inputs if c in present}
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial(out)
     writer, rows = None, 0
     try:
@@ -299,19 +302,23 @@ def score_file(path: Path, root: Path, out: Path, scorer: Scorer, batch_rows: in
             cols = [model_cols[c] if c in model_cols else table.column(c) for c in kept]
             piece = pa.Table.from_arrays(cols + scores.columns, names=kept + scores.column_names)
             if writer is None:
+                out.parent.mkdir(parents=True, exist_ok=True)
                 writer = pq.ParquetWriter(tmp, piece.schema)
             elif piece.schema != writer.schema:
                 piece = piece.cast(writer.schema)
             writer.write_table(piece)
             rows += table.num_rows
-    except pa.ArrowException as exc:
-        raise InputError(f"not a readable {FORMATS[path.suffix.lower()]} table after row {rows} ({_short(exc)})") from None
-    finally:
+        if rows == 0:
+            raise InputError("no data rows (a header only)")
+    except BaseException as exc:
         if writer is not None:
             writer.close()
-    if rows == 0:
         tmp.unlink(missing_ok=True)
-        raise InputError("no data rows (a header only)")
+        if isinstance(exc, pa.ArrowException):
+            raise InputError(f"not a readable {FORMATS[path.suffix.lower()]} table after row {rows} "
+                             f"({_short(exc)})") from None
+        raise
+    writer.close()
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)  # the data is on disk before the name says the file is complete
@@ -388,8 +395,6 @@ def job_metrics(stats: ScoreStats, wall_seconds: float) -> dict[str, float]:
 
 def log_inputs(run_id: str, root: Path, digests: dict[str, str], limit: int = 1000) -> None:
     """The job's input files as MLflow datasets (name, source, content digest): nothing is read to log them."""
-    import warnings
-
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
