@@ -28,26 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import BIN, prefect_server  # noqa: E402
+from tests.helpers.scoring import CATEGORIES, N_NUMERIC, churn_table  # noqa: E402
 from trackflow import telemetry  # noqa: E402
 
 telemetry.quiet()
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-N_NUMERIC, CATEGORIES = 17, {"region": 8, "channel": 4, "plan": 3}
-
-
-def make_table(n: int, seed: int = 0):
-    import numpy as np
-    import pyarrow as pa
-
-    rng = np.random.default_rng(seed)
-    cols = {f"x{i:02d}": rng.standard_normal(n) for i in range(N_NUMERIC)}
-    cats = {c: rng.integers(0, k, n) for c, k in CATEGORIES.items()}
-    logit = cols["x00"] - 0.5 * cols["x01"] + 0.8 * (cats["region"] % 3 == 0) + 0.3 * rng.standard_normal(n)
-    cols |= {c: np.array([f"{c}-{j}" for j in range(k)])[cats[c]] for c, k in CATEGORIES.items()}
-    cols["target"] = np.where(logit > 0.3, "churned", np.where(logit < -0.7, "upgraded", "stayed"))
-    return pa.table(cols)
-
-
 def peak_tree_rss(cmd: list[str], env: dict, log: Path) -> tuple[float, float]:
     """(wall seconds, peak RSS in GB of the process and its children, sampled every 50 ms); exits on failure."""
     import psutil
@@ -90,7 +75,7 @@ def run(work: Path, n: int) -> None:
 
     from tests.helpers.scoring import register_classifier
 
-    table = make_table(n)
+    table = churn_table(n)
     train = work / "train.parquet"
     pq.write_table(table.slice(0, min(n, 20_000)), train)
     version = register_classifier(train, "target", epochs=3, hidden_layers=(64, 64))

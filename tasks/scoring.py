@@ -271,6 +271,33 @@ def convert(values, to, name: str, first_row: int):
                      "fix the value or leave the cell empty")
 
 
+def _prepared(tables, types: dict) -> Iterator[tuple]:
+    """(table, its model columns converted, those as a pandas frame) per batch; InputError on a bad value."""
+    import pyarrow as pa
+
+    rows = 0
+    for table in tables:
+        model_cols = {c: convert(table.column(c), to, c, rows) for c, to in types.items()}
+        yield table, model_cols, pa.table(model_cols).to_pandas()
+        rows += table.num_rows
+
+
+def read_ahead(items: Iterator) -> Iterator:
+    """The items of `items`, the next one produced in a thread while the caller works on the current one.
+
+    Reading and converting a batch (pyarrow, mostly outside the GIL) overlaps the model's
+    work on the previous one; one batch ahead keeps memory at two batches.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="trackflow-read") as pool:
+        pending = pool.submit(next, items, done)
+        while (item := pending.result()) is not done:
+            pending = pool.submit(next, items, done)
+            yield item
+
+
 def score_file(path: Path, root: Path, out: Path, scorer: Scorer, batch_rows: int,
                keep: Sequence[str] | None) -> int:
     """Score one table into the Parquet file `out` (written under a temporary name, then renamed); its rows."""
@@ -292,9 +319,8 @@ def score_file(path: Path, root: Path, out: Path, scorer: Scorer, batch_rows: in
     tmp = _partial(out)
     writer, rows = None, 0
     try:
-        for table in rebatch(batches, batch_rows):
-            model_cols = {c: convert(table.column(c), types[c], c, rows) for c in types}
-            scores = scorer.predict(pa.table(model_cols).to_pandas())
+        for table, model_cols, frame in read_ahead(_prepared(rebatch(batches, batch_rows), types)):
+            scores = scorer.predict(frame)
             if writer is None:
                 if clash := [c for c in kept if c in set(scores.column_names)]:
                     raise InputError(f"column {', '.join(map(repr, clash))} would clash with the model's output "
@@ -303,7 +329,10 @@ def score_file(path: Path, root: Path, out: Path, scorer: Scorer, batch_rows: in
             piece = pa.Table.from_arrays(cols + scores.columns, names=kept + scores.column_names)
             if writer is None:
                 out.parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(tmp, piece.schema)
+                # Dictionary encoding only where values repeat (text, labels): tried on every float
+                # column, it made writing 6x slower here, for a larger file.
+                writer = pq.ParquetWriter(tmp, piece.schema, use_dictionary=[
+                    f.name for f in piece.schema if not (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))])
             elif piece.schema != writer.schema:
                 piece = piece.cast(writer.schema)
             writer.write_table(piece)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 
 def register_classifier(data: Path, target: str, name: str = "classifier", epochs: int = 5, seed: int = 42,
                         hidden_layers=(16,)) -> str:
@@ -26,5 +24,18 @@ def register_classifier(data: Path, target: str, name: str = "classifier", epoch
     return version
 
 
-def features(frame: pd.DataFrame, target: str) -> pd.DataFrame:
-    return frame.drop(columns=[target])
+N_NUMERIC, CATEGORIES = 17, {"region": 8, "channel": 4, "plan": 3}
+
+
+def churn_table(n: int, seed: int = 0):
+    """A synthetic customer table as an Arrow table: 17 numeric and 3 categorical columns, and a 3-class `target`."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    cols = {f"x{i:02d}": rng.standard_normal(n) for i in range(N_NUMERIC)}
+    cats = {c: rng.integers(0, k, n) for c, k in CATEGORIES.items()}
+    logit = cols["x00"] - 0.5 * cols["x01"] + 0.8 * (cats["region"] % 3 == 0) + 0.3 * rng.standard_normal(n)
+    cols |= {c: np.array([f"{c}-{j}" for j in range(k)])[cats[c]] for c, k in CATEGORIES.items()}
+    cols["target"] = np.where(logit > 0.3, "churned", np.where(logit < -0.7, "upgraded", "stayed"))
+    return pa.table(cols)
