@@ -300,6 +300,42 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return _exit_code(f"infer {args.kind}", result.n_failed, result.n_inputs, "inputs")
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from trackflow.config import ScoreConfig
+
+    config = build_config(ScoreConfig, args)
+    from tasks.scoring import list_tables, resolve_model
+
+    try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
+        _, files = list_tables(config.in_dir, config.out_dir, config.allow_empty)
+        if files:
+            _prepare_store()
+            resolve_model(config.model)
+            Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {config.out_dir!r}: {exc.strerror or exc}; pass another --out")
+    except _input_errors() as exc:
+        raise UsageError(str(exc)) from None
+    if not files:
+        print(f"Nothing to do: no tables in {config.in_dir}")
+        return EXIT_OK
+    from flows.score import score_pipeline
+
+    result = _run(score_pipeline, config)
+    m = result.metrics
+    print(f"\n{m['files']:.0f} files: {m['files_ok']:.0f} scored, {m['files_failed']:.0f} failed, "
+          f"{m['files_skipped']:.0f} unchanged since they were scored by this model (skipped)")
+    print(f"  model {result.model_uri} ({config.model}); {m['rows_scored']:.0f} rows, "
+          f"{m['rows_per_second']:.0f} rows/s")
+    for where, error in result.failures:
+        print(f"  FAILED {where}: {error}")
+    if m["files_failed"] > len(result.failures):
+        print(f"  ... and {m['files_failed'] - len(result.failures):.0f} more")
+    print(f"Results:    {result.out_dir} (one .parquet per table; results.jsonl and results.csv)")
+    print(f"MLflow run: {result.run_id} (experiment {config.experiment!r}); open it: make ui, then {result.run_url}")
+    return _exit_code("score", int(m["files_failed"]), int(m["files"]), "files")
+
+
 def cmd_models_tiny(args: argparse.Namespace) -> int:
     from tasks.models import make_tiny_models
 
@@ -465,6 +501,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--greedy", dest="do_sample", action="store_false", default=argparse.SUPPRESS,
                            help="Greedy decoding (the default); same as --no-do-sample.")
         p.set_defaults(func=cmd_infer)
+
+    from trackflow.config import ScoreConfig
+
+    p = sub.add_parser("score", help="Score a table or a folder of tables with a registered model.",
+                       description="Score CSV/TSV/Parquet tables with a registered classifier: one Parquet file per "
+                                   "table (its rows, label, proba_<class>); rerun with the same --out to resume.")
+    p.add_argument("in_dir", metavar="IN", help=ScoreConfig.model_fields["in_dir"].description)
+    p.add_argument("--out", "-o", dest="out_dir", metavar="OUT_DIR", required=True,
+                   help=ScoreConfig.model_fields["out_dir"].description)
+    add_model_options(p, ScoreConfig, skip=("in_dir", "out_dir"))
+    p.set_defaults(func=cmd_score)
 
     models = sub.add_parser("models", help="Model utilities.", description="Model utilities.")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from trackflow.naming import param
@@ -37,7 +37,8 @@ STATUSES = ("ok", "error")
 # Optional fields of a record and their types (None is always allowed); `input` (str) and `status` are required.
 _FIELD_TYPES = {"line": int, "error": str, "seconds": (int, float), "new_tokens": (int, float),
                 "audio_seconds": (int, float), "model": str, "digest": str, "finished_at": str, "fingerprint": str,
-                "gone": bool}
+                "gone": bool, "rows": int, "model_version": str}
+INT_COLUMNS = {"line", "rows"}  # whole numbers, or empty
 
 
 class OutputBusyError(RuntimeError):
@@ -103,10 +104,11 @@ def _fits_schema(record: object) -> bool:
 class ResultsLog:
     """Append-only, crash-safe record of a job's results in `out_dir`, one writer at a time."""
 
-    def __init__(self, out_dir: str | Path, fingerprint: str):
+    def __init__(self, out_dir: str | Path, fingerprint: str, csv_columns: Sequence[str] = CSV_COLUMNS):
         self.dir = prepare_out_dir(out_dir)
         self.path = self.dir / RESULTS_JSONL
         self.fingerprint = fingerprint
+        self.csv_columns = list(csv_columns)
         self._lock = open(self.dir / ".trackflow.lock", "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -207,7 +209,7 @@ class ResultsLog:
         """
         self._file.close()
         self.compact(present)
-        counts = write_csv(self.path, self.dir / RESULTS_CSV)
+        counts = write_csv(self.path, self.dir / RESULTS_CSV, columns=self.csv_columns)
         self._file = open(self.path, "a", encoding="utf-8")
         return counts
 
@@ -223,8 +225,8 @@ class ResultsLog:
         self.close()
 
 
-def write_csv(jsonl: Path, csv: Path, chunk: int = 5000) -> dict[str, int]:
-    """results.csv from a compacted results.jsonl, in chunks (memory stays flat), via an atomic rename.
+def write_csv(jsonl: Path, csv: Path, chunk: int = 5000, columns: Sequence[str] = CSV_COLUMNS) -> dict[str, int]:
+    """results.csv (`columns`) from a compacted results.jsonl, in chunks (memory stays flat), via an atomic rename.
 
     Returns the counts by status, records marked gone counted as "gone" instead.
     """
@@ -233,9 +235,11 @@ def write_csv(jsonl: Path, csv: Path, chunk: int = 5000) -> dict[str, int]:
     counts: dict[str, int] = {}
 
     def write(records: list[dict], header: bool) -> None:
-        frame = pd.DataFrame.from_records(records, columns=CSV_COLUMNS)
-        frame["line"] = frame["line"].astype("Int64")
-        frame["gone"] = frame["gone"].eq(True)
+        frame = pd.DataFrame.from_records(records, columns=list(columns))
+        for col in INT_COLUMNS & set(columns):
+            frame[col] = frame[col].astype("Int64")
+        if "gone" in frame:
+            frame["gone"] = frame["gone"].eq(True)
         frame.to_csv(out, index=False, header=header)
 
     tmp = csv.with_suffix(".csv.tmp")

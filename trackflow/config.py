@@ -258,3 +258,30 @@ class PruneConfig(_Config):
 
     older_than: float = Field(90.0, ge=0, description="Delete runs started more than this many days ago.")
     experiment: str | None = Field(None, min_length=1, description="Only this experiment's runs (default: all).")
+
+
+class ScoreConfig(_Config):
+    """Parameters of scoring tables with a registered classifier (`trackflow score`)."""
+
+    in_dir: str = Field(
+        ..., min_length=1,
+        description="Table to score: a CSV, TSV or Parquet file, or a folder of them (searched recursively).",
+    )
+    out_dir: str = Field(
+        ..., min_length=1,
+        description="Folder for one Parquet file per input, results.jsonl and results.csv; reusing it resumes the job.",
+    )
+    model: str = Field(
+        "models:/classifier@champion", min_length=1,
+        description="Registered model: models:/NAME@ALIAS (resolved to a version once, at the start) or "
+        "models:/NAME/VERSION.",
+    )
+    batch_rows: int = Field(65_536, ge=1, le=10_000_000, description="Rows per model call (memory grows with it).")
+    keep: list[str] | None = Field(
+        None, min_length=1, description="Input columns copied into each output, comma-separated; default: all."
+    )
+    experiment: str = Field("batch-scoring", min_length=1, description="MLflow experiment to log the job in.")
+    log_every: float = Field(10.0, gt=0, le=3600, description="Seconds between progress lines in the Prefect log.")
+    allow_empty: bool = Field(
+        False, description="An existing input folder with nothing to score ends the job quietly (scheduled inboxes)."
+    )

@@ -16,7 +16,7 @@ from flows.deployments import PREFECT_YAML, read_deployments
 from tests.helpers.audio import write_audio
 from tests.helpers.cli import REPO, TRACKFLOW, cli_env
 from tests.helpers.servers import BIN, prefect_server, spawn, stop
-from trackflow.config import AudioInferConfig, SweepConfig, TextInferConfig, TrainConfig
+from trackflow.config import AudioInferConfig, ScoreConfig, SweepConfig, TextInferConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -25,6 +25,7 @@ EXPECTED = {
     "weekly-sweep": ("lr-sweep", "0 3 * * 1", SweepConfig),
     "hourly-inbox-text": ("infer-text", "5 * * * *", TextInferConfig),
     "hourly-inbox-audio": ("infer-audio", "35 * * * *", AudioInferConfig),
+    "hourly-inbox-tables": ("score-table", "50 * * * *", ScoreConfig),
 }
 
 
@@ -118,7 +119,9 @@ def test_serve_registers_every_deployment_with_its_schedule(tmp_path):
 @pytest.mark.slow
 def test_deploy_then_a_worker_runs_every_deployment(tmp_path, tiny_models, client, mlflow_store):
     text_in, audio_in = tmp_path / "inbox" / "text", tmp_path / "inbox" / "audio"
+    tables_in = tmp_path / "inbox" / "tables"
     text_in.mkdir(parents=True)
+    tables_in.mkdir()
     (text_in / "a.txt").write_text("Hello world")
     write_audio(audio_in / "tone.wav", 22050, 1.0)
     with prefect_server(tmp_path / "prefect") as url:
@@ -148,6 +151,9 @@ def test_deploy_then_a_worker_runs_every_deployment(tmp_path, tiny_models, clien
                                   "model": str(tiny_models["text"]), "max_new_tokens": 4},
             "hourly-inbox-audio": {"in_dir": str(audio_in), "out_dir": str(tmp_path / "out-audio"),
                                    "model": str(tiny_models["audio"])},
+            # an empty inbox: completes without a model (none is registered yet when it starts)
+            "hourly-inbox-tables": {"in_dir": str(tables_in), "out_dir": str(tmp_path / "out-tables"),
+                                    "allow_empty": True},
         }
         run_ids = {}
         for name, (flow_name, _, _) in EXPECTED.items():
