@@ -76,11 +76,14 @@ def test_main_hands_back_an_enabled_collector_after_any_outcome(restore_gc, caps
 
 
 def test_a_one_off_commands_links_point_at_the_ui_serving_its_prefect_home():
-    from prefect.settings import PREFECT_SERVER_API_PORT, PREFECT_UI_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_API_PORT, PREFECT_UI_URL, temporary_settings
 
     from cli.prefect_api import home_ui_url, link_line
 
-    with temporary_settings(updates={PREFECT_SERVER_API_PORT: 4311}):  # `make server PREFECT_PORT=4311`
+    # A one-off command has no API URL (the UI URL derives from it): undo the session server's, if one is up.
+    with temporary_settings(updates={PREFECT_SERVER_API_PORT: 4311},
+                            restore_defaults={PREFECT_UI_URL, PREFECT_API_URL}):
+        # `make server PREFECT_PORT=4311`
         assert home_ui_url() == "http://127.0.0.1:4311"
     with temporary_settings(updates={PREFECT_UI_URL: "https://prefect.example.org/"}):
         assert home_ui_url() == "https://prefect.example.org"
