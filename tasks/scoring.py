@@ -34,7 +34,12 @@ TABLE_GLOB = "**/*.{" + ",".join(sorted(s.lstrip(".") for s in FORMATS)) + "}"
 CSV_COLUMNS = ["input", "status", "output", "error", "rows", "seconds", "model", "model_version", "digest",
                "finished_at", "gone"]
 LABEL, PROBA = "label", "proba_"
-CSV_BLOCK = 8 << 20  # bytes of CSV parsed at a time
+# Bytes of CSV parsed at a time. pyarrow's streaming CSV reader holds ~40 blocks in its memory
+# pool (parsing ahead): 8 MB blocks held ~350 MB here, 1 MB blocks ~40 MB, at the same speed.
+CSV_BLOCK = 1 << 20
+# Bytes of a Parquet column chunk read at a time: without it, every column chunk of a row group
+# is read whole (206 MB of Arrow memory for a 1M-row row group of 20 columns here; 70 MB with it).
+PARQUET_BUFFER = 1 << 20
 
 
 # --------------------------------------------------------------------------- the model
@@ -186,8 +191,16 @@ def read_header(path: Path, root: Path, sep: str) -> list[str]:
     return next(csv.reader([text.rstrip("\r\n")], delimiter=sep))
 
 
-def read_batches(path: Path, root: Path, batch_rows: int) -> tuple[list[str], Iterator]:
-    """The file's column names and an iterator over its record batches; CSV columns are read as text."""
+class ParseAsText(Exception):
+    """A CSV value did not parse as its model column's type: the file is to be read again as text."""
+
+
+def read_batches(path: Path, root: Path, batch_rows: int, types: dict | None = None) -> tuple[list[str], Iterator]:
+    """The file's column names and an iterator over its record batches.
+
+    CSV columns are read as text, except those of `types` (column -> Arrow type), parsed as
+    those types; ParseAsText if a value of one of those does not parse.
+    """
     import pyarrow as pa
 
     fmt = FORMATS[path.suffix.lower()]
@@ -199,7 +212,7 @@ def read_batches(path: Path, root: Path, batch_rows: int) -> tuple[list[str], It
 
             with open_input(path, root):  # the same checks as every input (regular file, inside the folder)
                 pass
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, buffer_size=PARQUET_BUFFER, pre_buffer=False)
             # One row group at a time: a single iter_batches over the whole file keeps what it
             # read in Arrow's memory pool (865 MB after 5M rows here), one per row group frees it.
             batches = (b for i in range(pf.num_row_groups)
@@ -209,15 +222,23 @@ def read_batches(path: Path, root: Path, batch_rows: int) -> tuple[list[str], It
 
         sep = "\t" if fmt == "tsv" else ","
         names = read_header(path, root, sep)
-        # Every column as text: a CSV has no types, the model's columns are converted below
-        # (naming any value that does not convert), and the others are kept as written.
+        # The columns the model does not take are kept as written (text). The model's columns are
+        # parsed as its types while reading, which costs less than reading them as text and
+        # converting them; if a value does not parse, pyarrow names neither its row nor its column
+        # (only a column number), so the caller reads the file again as text and `convert` does.
+        present = set(names)
+        column_types = {n: pa.string() for n in names} | {n: t for n, t in (types or {}).items()
+                                                          if t is not None and n in present}
         reader = pacsv.open_csv(
             path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK),
             parse_options=pacsv.ParseOptions(delimiter=sep),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                                 strings_can_be_null=True),
+            convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True),
         )
         return reader.schema.names, reader
+    except pa.ArrowInvalid as exc:
+        if types:
+            raise ParseAsText() from exc
+        raise InputError(f"not a readable {fmt} table ({_short(exc)})") from None
     except (pa.ArrowException, OSError, StopIteration) as exc:
         raise InputError(f"not a readable {fmt} table ({_short(exc)})") from None
 
@@ -306,10 +327,21 @@ def read_ahead(items: Iterator) -> Iterator:
 def score_file(path: Path, root: Path, out: Path, scorer: Scorer, batch_rows: int,
                keep: Sequence[str] | None) -> int:
     """Score one table into the Parquet file `out` (written under a temporary name, then renamed); its rows."""
+    if FORMATS[path.suffix.lower()] != "parquet":
+        try:
+            return _score_file(path, root, out, scorer, batch_rows, keep, parse_types=True)
+        except ParseAsText:
+            pass  # read again as text, where `convert` names the value that does not parse (or accepts it)
+    return _score_file(path, root, out, scorer, batch_rows, keep, parse_types=False)
+
+
+def _score_file(path: Path, root: Path, out: Path, scorer: Scorer, batch_rows: int, keep: Sequence[str] | None,
+                parse_types: bool) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names, batches = read_batches(path, root, batch_rows)
+    names, batches = read_batches(path, root, batch_rows,
+                                  {c: t for c, t, _ in scorer.inputs} if parse_types else None)
     present = set(names)
     missing = [c for c, _, required in scorer.inputs if required and c not in present]
     if missing:
@@ -348,6 +380,8 @@ def score_file(path: Path, root: Path, out: Path, scorer: Scorer, batch_rows: in
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
+        if parse_types and isinstance(exc, pa.ArrowInvalid):
+            raise ParseAsText() from None
         if isinstance(exc, pa.ArrowException):
             raise InputError(f"not a readable {FORMATS[path.suffix.lower()]} table after row {rows} "
                              f"({_short(exc)})") from None

@@ -108,6 +108,42 @@ def test_a_value_that_does_not_convert_names_column_row_and_value(tmp_path, scor
     assert not list(out.parent.iterdir())  # the partial output of the first batches is removed
 
 
+def test_a_csv_value_that_does_not_parse_mid_file_is_named_and_leaves_no_output(tmp_path, scorer, monkeypatch):
+    # The model's columns are parsed as numbers while reading; a value that fails in a later
+    # block (after batches were written) makes the file read again as text, naming the value.
+    monkeypatch.setattr(scoring, "CSV_BLOCK", 2048)  # the 20 kB file in ~10 blocks
+    frame = wine_frame()
+    frame["magnesium"] = frame["magnesium"].astype(object)
+    frame.loc[150, "magnesium"] = "1O1"
+    path, out = bad(tmp_path, "late.csv", frame)
+    with pytest.raises(InputError, match=r"column 'magnesium', row 151: '1O1' does not convert to a number"):
+        scoring.score_file(path, path.parent, out, scorer, 32, None)
+    assert not list(out.parent.iterdir())
+
+
+def test_model_columns_of_a_csv_are_parsed_as_the_model_types_and_the_others_kept_as_text(tmp_path, scorer):
+    path = write(wine_frame(), tmp_path / "wine.csv")
+    names, batches = scoring.read_batches(path, tmp_path, 64, {c: t for c, t, _ in scorer.inputs})
+    schema = pa.Table.from_batches(list(batches)).schema
+    assert schema.field("alcohol").type == pa.float64() and schema.field(TARGET).type == pa.string()
+    assert schema.field("colour / tint").type == pa.string()
+
+
+def test_a_csv_value_only_the_text_conversion_accepts_scores_as_that_value(tmp_path, scorer, monkeypatch):
+    monkeypatch.setattr(scoring, "CSV_BLOCK", 2048)
+    frame = wine_frame()
+    frame["magnesium"] = frame["magnesium"].astype(object)
+    frame.loc[160, "magnesium"] = "101\u00a0"  # a no-break space after the number: pyarrow's CSV parser refuses it
+    path = write(frame, tmp_path / "in" / "nbsp.csv")
+    out = tmp_path / "out" / "nbsp.parquet"
+    assert scoring.score_file(path, path.parent, out, scorer, 32, None) == 178
+    got = pd.read_parquet(out)
+    assert got["magnesium"][160] == 101.0 and got["magnesium"].dtype == np.float64
+    want = wine_frame()
+    want.loc[160, "magnesium"] = 101
+    assert_scores_equal(got, expected(scorer, want))
+
+
 def test_convert_accepts_stray_spaces_and_missing_values():
     col = pa.chunked_array([pa.array([" 1.5", None, "2"])])
     assert scoring.convert(col, pa.float64(), "x", 0).to_pylist() == [1.5, None, 2.0]
