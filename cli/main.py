@@ -144,10 +144,9 @@ def _refuse_generated_options(config: TrainConfig, args: argparse.Namespace) -> 
                          "leave it out with --data")
 
 
-def _check_data(config: TrainConfig, args: argparse.Namespace) -> None:
-    """Before any work: options that do not go with --data, the whole table checked (the flow reuses it),
-    and the training's memory estimated; columns left out as IDs are named on stderr."""
-    _refuse_generated_options(config, args)
+def _check_data(config: TrainConfig) -> None:
+    """Before any work: the whole table checked (the flow reuses it) and the training's memory estimated;
+    columns left out as IDs are named on stderr."""
     from tasks.data import DataError, check_fits_in_memory, load_data
 
     try:
@@ -205,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if config.skip_unchanged and (line := _unchanged_since(config)):
         print(line)
         return EXIT_OK
-    _check_data(config, args)
+    _check_data(config)
     _prepare_store(config.experiment)
     from flows.train import training_pipeline
 
@@ -232,7 +231,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k in SweepConfig.model_fields and k != "base"}
     config = build_config(SweepConfig, argparse.Namespace(base=base, **values))
     _check_device(base.device)
-    _check_data(base, args)
+    _refuse_generated_options(base, args)
+    _check_data(base)
     _prepare_store(base.experiment)
     from flows.sweep import sweep_pipeline
 
@@ -304,16 +304,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     from trackflow.config import ScoreConfig
 
     config = build_config(ScoreConfig, args)
+    from tasks.results import prepare_out_dir
     from tasks.scoring import list_tables, resolve_model
 
     try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
         _, files = list_tables(config.in_dir, config.out_dir, config.allow_empty)
         if files:
-            _prepare_store()
+            _prepare_store(config.experiment)
             resolve_model(config.model)
-            Path(config.out_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {config.out_dir!r}: {exc.strerror or exc}; pass another --out")
+            prepare_out_dir(config.out_dir)  # created, and writable
     except _input_errors() as exc:
         raise UsageError(str(exc)) from None
     if not files:
