@@ -1,7 +1,8 @@
-"""README.md read as tests check it: its fenced blocks, their output markers, and the commands it shows.
+"""README.md read as tests check it: its fenced blocks, their markers, and the commands it shows.
 
-An output block is a fenced block preceded by `<!-- output: NAME -->` (blank lines between are
-allowed); tests compare it with what the command printed (see tests/integration/test_readme.py).
+A fenced block preceded by `<!-- output: NAME -->` shows what a command prints; a test in
+tests/integration/test_readme.py produces it and compares (the convention is described there).
+`<!-- measured: benchmarks/SCRIPT.py -->` marks a benchmark's dated figures.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 
-MARKER = re.compile(r"^<!--\s*output:\s*([\w.-]+)\s*-->\s*$")
+MARKER = re.compile(r"^<!--\s*(output|measured):\s*([\w./-]+)\s*-->\s*$")
 FENCE = re.compile(r"^```(\S*)\s*$")
 INLINE = re.compile(r"`([^`\n]+)`")
 SHELL_OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<", "2>", "2>&1"}
@@ -23,6 +24,7 @@ PLACEHOLDERS = {
     "<run-id>": r"[0-9a-f]{32}",
     "<flow-run-id>": r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
     "<path>": r"\S+",
+    "<rate>": r"[0-9][0-9,]*(\.[0-9]+)?",  # a throughput
 }
 
 
@@ -31,7 +33,19 @@ class Block:
     lang: str
     lines: tuple[str, ...]
     line_no: int  # of the opening fence, 1-based
-    output: str | None  # the marker's name, for an output block
+    output: str | None = None  # the marker's name, for an output block
+    measured: str | None = None  # the benchmark script, for a block of measured figures
+
+    def session(self) -> list[tuple[str, list[str]]]:
+        """A console block as (command after `$ `, the lines it prints) pairs."""
+        steps: list[tuple[str, list[str]]] = []
+        for line in self.lines:
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            else:
+                assert steps, f"README.md:{self.line_no}: a console block starts with a `$ ` line"
+                steps[-1][1].append(line)
+        return steps
 
 
 @dataclass(frozen=True)
@@ -46,18 +60,20 @@ def blocks(text: str) -> list[Block]:
     out, lines, i, pending = [], text.splitlines(), 0, None
     while i < len(lines):
         if m := MARKER.match(lines[i].strip()):
-            pending = m.group(1)
+            pending = (m.group(1), m.group(2))
         elif m := FENCE.match(lines[i]):
             start, i = i, i + 1
             body = []
             while i < len(lines) and lines[i].strip() != "```":
                 body.append(lines[i])
                 i += 1
-            out.append(Block(m.group(1), tuple(body), start + 1, pending))
+            kind, name = pending or (None, None)
+            out.append(Block(m.group(1), tuple(body), start + 1, **({kind: name} if kind else {})))
             pending = None
         elif lines[i].strip():
             if pending:
-                raise ValueError(f"README.md:{i + 1}: an output marker ({pending}) must be followed by a fenced block")
+                raise ValueError(f"README.md:{i + 1}: the marker {pending[0]}: {pending[1]} must be followed by a fenced "
+                                 "block")
         i += 1
     return out
 
@@ -139,13 +155,13 @@ def commands(text: str | None = None) -> list[Command]:
             while i + 1 < len(lines) and not lines[i + 1].startswith("```"):
                 if joined.rstrip().endswith("\\"):  # a line continuation
                     joined = joined.rstrip()[:-1] + " "
-                elif lang in ("bash", "sh", "shell", "console") and _open_quote(joined):
+                elif lang in ("bash", "sh", "shell") and _open_quote(joined):
                     joined += "\n"  # a quoted string over several lines
                 else:
                     break
                 i += 1
                 joined += lines[i]
-            if lang in ("bash", "sh", "shell", "console"):
+            if lang in ("bash", "sh", "shell"):
                 found += _commands_in(joined, where, strict=True)
             elif joined.startswith("$ "):
                 found += _commands_in(joined, where, strict=True)
@@ -170,6 +186,11 @@ def makefile_targets(makefile: Path = REPO / "Makefile") -> tuple[set[str], set[
 def matches(expected: list[str], got: list[str]) -> bool:
     """`got` equals `expected` line by line, each README placeholder standing for what it names."""
     return len(expected) == len(got) and all(re.fullmatch(line_pattern(e), g) for e, g in zip(expected, got))
+
+
+def appears_in(expected: list[str], got: list[str]) -> bool:
+    """`expected` equals some contiguous run of `got`'s lines (placeholders as in `matches`); empty always does."""
+    return not expected or any(matches(expected, got[i:i + len(expected)]) for i in range(len(got)))
 
 
 def line_pattern(line: str) -> str:

@@ -217,3 +217,30 @@ def test_output_markers_and_placeholders():
     assert not readme.matches(["  test_f1  0.9137"], ["  test_f1  0.9138"])
     with pytest.raises(ValueError, match="must be followed by a fenced block"):
         readme.blocks("<!-- output: a -->\nprose\n```\nx\n```\n")
+
+
+def check_blocks(text: str) -> None:
+    """Output shown in the text carries a marker, so that a test checks it (or, for figures, names its benchmark)."""
+    for block in readme.blocks(text):
+        where = f"README.md:{block.line_no}"
+        if block.measured:
+            assert (readme.REPO / block.measured).is_file(), f"{where}: no benchmark {block.measured}"
+        elif block.lang == "console":
+            assert block.output and block.session(), f"{where}: a console session shows output: mark it"
+        elif not block.output:
+            assert block.lang in ("bash", "text"), (f"{where}: a block of output needs `<!-- output: NAME -->` "
+                                                    "(and a test), a block of commands ```bash")
+
+
+def test_every_block_is_commands_a_checked_output_or_a_benchmarks_figures():
+    check_blocks(readme.README.read_text())
+
+
+@pytest.mark.parametrize("text", [
+    "```\nTest metrics (2 classes: 0, 1):\n```\n",  # plain output, unmarked
+    "```console\n$ trackflow train\nMLflow run: x\n```\n",  # a session, unmarked
+    "<!-- measured: benchmarks/bench_nothing.py -->\n```\n1 s\n```\n",  # no such benchmark
+])
+def test_unmarked_output_is_caught(text):
+    with pytest.raises(AssertionError):
+        check_blocks(text)
