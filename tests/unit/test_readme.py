@@ -244,3 +244,9 @@ def test_every_block_is_commands_a_checked_output_or_a_benchmarks_figures():
 def test_unmarked_output_is_caught(text):
     with pytest.raises(AssertionError):
         check_blocks(text)
+
+
+def test_the_readme_names_every_target_make_help_lists():
+    listed = re.findall(r"^([a-zA-Z_-]+):.*## ", (readme.REPO / "Makefile").read_text(), re.M)
+    shown = {c.words[0] for c in README_COMMANDS if c.program == "make" and c.words}
+    assert listed and set(listed) - {"help"} <= shown, f"README.md never shows make {sorted(set(listed) - shown)}"
