@@ -173,6 +173,19 @@ def commands(text: str | None = None) -> list[Command]:
     return found
 
 
+def inline_options(text: str | None = None) -> list[tuple[str, str]]:
+    """(README.md:LINE, --option) for each option named in inline code in the prose (outside fenced blocks)."""
+    text = README.read_text() if text is None else text
+    found, inside = [], False
+    for i, line in enumerate(text.splitlines(), 1):
+        if FENCE.match(line):
+            inside = not inside
+        elif not inside:
+            for span in INLINE.findall(line):
+                found += [(f"README.md:{i}", o) for o in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", span)]
+    return found
+
+
 def makefile_targets(makefile: Path = REPO / "Makefile") -> tuple[set[str], set[str]]:
     """(targets, variables) that the Makefile defines."""
     text = makefile.read_text()

@@ -250,3 +250,19 @@ def test_the_readme_names_every_target_make_help_lists():
     listed = re.findall(r"^([a-zA-Z_-]+):.*## ", (readme.REPO / "Makefile").read_text(), re.M)
     shown = {c.words[0] for c in README_COMMANDS if c.program == "make" and c.words}
     assert listed and set(listed) - {"help"} <= shown, f"README.md never shows make {sorted(set(listed) - shown)}"
+
+
+def _all_options(tree) -> set[str]:
+    return {o for p in tree.values() for o in p._option_string_actions}
+
+
+def test_every_option_the_prose_names_is_an_option_of_some_command(tree):
+    options = readme.inline_options()
+    assert len(options) > 30  # the README's prose names options in `code`
+    unknown = [(where, o) for where, o in options if o not in _all_options(tree)]
+    assert not unknown, f"the README names options no trackflow command has: {unknown}"
+
+
+def test_a_renamed_option_in_the_prose_is_caught(tree):
+    text = "Use `--promote-alias` and `--thousand ','`.\n```bash\n--not-prose\n```\n"
+    assert [o for _, o in readme.inline_options(text) if o not in _all_options(tree)] == ["--thousand"]
