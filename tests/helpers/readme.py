@@ -72,8 +72,8 @@ def blocks(text: str) -> list[Block]:
             pending = None
         elif lines[i].strip():
             if pending:
-                raise ValueError(f"README.md:{i + 1}: the marker {pending[0]}: {pending[1]} must be followed by a fenced "
-                                 "block")
+                raise ValueError(f"README.md:{i + 1}: the marker {pending[0]}: {pending[1]} must be followed by "
+                                 "a fenced block")
         i += 1
     return out
 
@@ -135,7 +135,7 @@ def _open_quote(line: str) -> bool:
 
 
 def commands(text: str | None = None) -> list[Command]:
-    """Every trackflow/make command the text shows: in shell blocks, on `$ ` lines of other blocks, and in inline code."""
+    """Every trackflow/make command the text shows: in shell blocks, on `$ ` lines of other blocks, in inline code."""
     text = README.read_text() if text is None else text
     found: list[Command] = []
     lines = text.splitlines()

@@ -48,7 +48,8 @@ def session_env(**extra) -> dict[str, str]:
 
 def run_session(name: str, folder: Path, env: dict | None = None) -> list[str]:
     """Run the console block `name` in `folder` and compare; returns each command's stdout."""
-    (folder / ".venv").exists() or (folder / ".venv").symlink_to(VENV_BIN.parent)
+    if not (folder / ".venv").exists():  # `.venv/bin/...` as the README writes it
+        (folder / ".venv").symlink_to(VENV_BIN.parent)
     outputs = []
     for command, expected in BLOCKS[name].session():
         p = subprocess.run(["bash", "-c", command], cwd=folder, env=env or session_env(), capture_output=True,
