@@ -22,7 +22,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 from prefect import flow
@@ -39,7 +39,7 @@ from tasks.registry import TIEBREAK, rank_key
 from tasks.training import TrialOutcome, estimate_seconds
 from tasks.workers import WorkerPool
 from trackflow import store
-from trackflow.config import SweepConfig, TrainConfig
+from trackflow.config import SWEEP_AXES, SweepConfig, TrainConfig, trial_label
 from trackflow.runs import is_interrupt
 
 # Measured here (benchmarks/bench_sweep.py, 2 cores): a pool's workers return their first
@@ -58,10 +58,12 @@ class Trial:
     outcome: TrialOutcome | None = None
     evaluation: Evaluation | None = None
     error: str | None = None
+    varied: Collection[str] = ()  # the fields that differ between the sweep's trials (SweepConfig.varied)
 
     @property
     def label(self) -> str:
-        return f"{self.config.optimizer}/dropout={self.config.dropout:g}/lr={self.config.lr:g}"
+        """The trial's values of the varied fields and its learning rate, e.g. 'h64x64-bs128-adam-lr0.01'."""
+        return trial_label(self.config, {*self.varied, "lr"})
 
     def value(self, metric: str) -> float:
         """The trial's validation metric at its last epoch (the model it would register)."""
@@ -157,15 +159,18 @@ def trial_executor(plan: RunnerPlan) -> Iterator[object]:
             cluster.close()
 
 
-def open_trials(grid: list[TrainConfig], table: Table, experiment_id: str, parent: str) -> list[Trial]:
-    """One nested RUNNING run per grid point, with its params and the dataset, before any trial starts."""
+def open_trials(grid: list[TrainConfig], varied: Collection[str], table: Table, experiment_id: str,
+                parent: str) -> list[Trial]:
+    """One nested RUNNING run per grid point, named by its `varied` values, with its params and the dataset,
+    before any trial starts."""
     trials = []
     for c in grid:
-        run_id = steps.start_run(experiment_id, run_name=f"trial-{c.optimizer}-lr{c.lr:g}-do{c.dropout:g}",
-                                 tags=prefect_tags() | {"trackflow.kind": "trial"}, parent_run_id=parent)
-        steps.log_params(run_id, training_params(c, table))
-        steps.log_dataset(run_id, table)
-        trials.append(Trial(c, run_id))
+        trial = Trial(c, "", varied=varied)
+        trial.run_id = steps.start_run(experiment_id, run_name=f"trial-{trial.label}",
+                                       tags=prefect_tags() | {"trackflow.kind": "trial"}, parent_run_id=parent)
+        steps.log_params(trial.run_id, training_params(c, table))
+        steps.log_dataset(trial.run_id, table)
+        trials.append(trial)
     return trials
 
 
@@ -222,17 +227,17 @@ def record_best(config: SweepConfig, result: SweepResult, encoded: Encoded, spli
 
 def report_sweep(config: SweepConfig, result: SweepResult) -> None:
     """The parent run's figure, best-of metrics and params, and the Prefect table of trials."""
-    metric, ok, best = config.metric, result.ranked(), result.best
+    metric, ok, best, varied = config.metric, result.ranked(), result.best, config.varied()
     series: dict[str, tuple[list[float], list[float]]] = {}
-    for t in ok:
-        xs, ys = series.setdefault(f"{t.config.optimizer}, dropout {t.config.dropout:g}", ([], []))
+    for t in ok:  # one line per combination of the other varied fields
+        xs, ys = series.setdefault(trial_label(t.config, set(varied) - {"lr"}) or "trials", ([], []))
         xs.append(t.config.lr)
         ys.append(t.value(metric))
     steps.log_figures(result.run_id, {f"{metric}_vs_lr": plot_metric_vs_lr(series, metric)})
     steps.log_metrics(result.run_id, {f"best_{metric}": best.value(metric), "n_failed": len(result.failed)}
                       | {f"best_{k}": v for k, v in best.evaluation.metrics.items()})
-    steps.log_params(result.run_id, {"best_lr": best.config.lr, "best_optimizer": best.config.optimizer,
-                                     "best_dropout": best.config.dropout, "best_run_id": best.run_id})
+    steps.log_params(result.run_id, {f"best_{field}": _param(getattr(best.config, field))
+                                     for field in ("lr", "optimizer", "dropout", *varied)} | {"best_run_id": best.run_id})
     rows = [{"rank": i + 1, "trial": t.label, "status": "ok", metric: round(t.value(metric), 4),
              **{k: round(v, 4) for k, v in t.evaluation.metrics.items()}, "mlflow_run_id": t.run_id}
             for i, t in enumerate(ok)]
@@ -241,11 +246,18 @@ def report_sweep(config: SweepConfig, result: SweepResult) -> None:
     steps.publish_table("sweep-trials", rows, f"Trials ranked by {metric} (best first)")
 
 
+def _param(value) -> object:
+    """A param's value as MLflow records it: lists as JSON, as training_params does."""
+    return json.dumps(value) if isinstance(value, list) else value
+
+
 def sweep_params(config: SweepConfig, plan: RunnerPlan, n_trials: int) -> dict[str, object]:
-    return ({"lrs": json.dumps(config.lrs), "optimizers": json.dumps(config.optimizers),
-             "dropouts": json.dumps(config.dropouts), "metric": config.metric, "n_trials": n_trials,
-             "runner": plan.kind, "runner_workers": plan.workers, "runner_reason": plan.reason}
-            | {f"base_{k}": v for k, v in config.base.model_dump().items() if k not in ("lr", "optimizer", "dropout")})
+    """Every axis's values (the base's value alone for one left out), the ranking, the runner, the other base fields."""
+    axes = config.axes()
+    return ({axis: json.dumps(axes[field]) for axis, field in SWEEP_AXES.items()}
+            | {"metric": config.metric, "n_trials": n_trials,
+               "runner": plan.kind, "runner_workers": plan.workers, "runner_reason": plan.reason}
+            | {f"base_{k}": v for k, v in config.base.model_dump().items() if k not in axes})
 
 
 @flow(name="lr-sweep", log_prints=True)
@@ -253,7 +265,7 @@ def sweep_pipeline(config: SweepConfig = SweepConfig()) -> SweepResult:
     """Train one nested MLflow run per grid point, pick the best by `config.metric`, promote it if it wins."""
     store.configure()
     base, grid = config.base, config.trials()
-    table = steps.load_data(**load_args(base))  # bad data stops here, before any run is made
+    table = steps.load_data(**load_args(base, grid))  # bad data stops here, before any run is made
     splits = steps.split_table(table, base.test_size, base.val_size, base.seed)
     encoded = steps.encode_splits(splits)  # once: every trial trains on the same arrays
     plan = plan_runner(config, estimate_seconds(encoded.data, **network_args(base)), len(grid), os.cpu_count() or 1)
@@ -265,7 +277,7 @@ def sweep_pipeline(config: SweepConfig = SweepConfig()) -> SweepResult:
     with tracked(parent):
         steps.log_params(parent, sweep_params(config, plan, len(grid)))
         steps.log_dataset(parent, table)
-        result.trials = open_trials(grid, table, experiment_id, parent)
+        result.trials = open_trials(grid, config.varied(), table, experiment_id, parent)
         run_trials(plan, encoded, result.trials)
         if not result.ranked():
             raise RuntimeError(f"all {len(grid)} trials failed; first error: {result.trials[0].error}")

@@ -369,14 +369,14 @@ def test_a_network_that_cannot_fit_in_memory_is_refused_with_the_estimate(monkey
 
     from tasks.data import check_fits_in_memory, training_bytes
 
-    need = training_bytes(1000, 10, 2, [65536, 65536], 32)
+    need = training_bytes(1000, 10, 2, [65536, 65536], 32, "adam")
     assert need["params"] == 10 * 65536 + 65536 + 65536 * 65536 + 65536 + 65536 * 2 + 2
     assert need["network"] >= 16 * need["params"]  # weights, gradients, Adam's two moments: float32 each
     with pytest.raises(DataError, match=r"needs ~6\d\.\d GB of memory \(network 6\d\.\d GB: 4,295,\d+,\d+ weights"):
-        check_fits_in_memory(1000, 10, 2, [65536, 65536], 32)
-    check_fits_in_memory(1000, 10, 2, [64, 64], 32)
-    data = training_bytes(10_000_000, 1000, 2, [64], 32)["data"]
+        check_fits_in_memory(1000, 10, 2, [((65536, 65536), 32, "adam")])
+    check_fits_in_memory(1000, 10, 2, [((64, 64), 32, "adam")])
+    data = training_bytes(10_000_000, 1000, 2, [64], 32, "adam")["data"]
     assert data >= 4 * 10_000_000 * 1000  # the encoded float32 array at least
     monkeypatch.setattr(psutil, "virtual_memory", lambda: type("vm", (), {"available": data // 2})())
     with pytest.raises(DataError, match=r"data \d+\.\d GB: 10,000,000 rows x 1,000 encoded columns"):
-        check_fits_in_memory(10_000_000, 1000, 2, [64], 32)
+        check_fits_in_memory(10_000_000, 1000, 2, [((64,), 32, "adam")])

@@ -19,7 +19,8 @@ DEFAULTS = TrainConfig()
 def knobs(**over):
     c = DEFAULTS.model_copy(update=over)
     return dict(hidden_layers=c.hidden_layers, dropout=c.dropout, optimizer=c.optimizer, lr=c.lr,
-                weight_decay=c.weight_decay, batch_size=c.batch_size, epochs=c.epochs, seed=c.seed, device=c.device)
+                weight_decay=c.weight_decay, batch_size=c.batch_size, epochs=c.epochs, seed=c.seed, device=c.device,
+                activation=c.activation, momentum=c.momentum, l1=c.l1)
 
 
 def test_the_network_has_the_asked_layers_and_one_logit_per_class():
