@@ -52,7 +52,6 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], s
             continue
         if typing.get_origin(ann) is list and typing.get_origin(typing.get_args(ann)[0]) is list:
             kw["type"] = _nested_list(typing.get_args(typing.get_args(ann)[0])[0])
-            kw["metavar"] = "A,B/C,..."
         elif typing.get_origin(ann) is list:
             kw["type"] = _comma_list(typing.get_args(ann)[0])
             kw["metavar"] = "A,B,..."
