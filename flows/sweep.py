@@ -225,15 +225,20 @@ def record_best(config: SweepConfig, result: SweepResult, encoded: Encoded, spli
                       | ({"champion_previous_value": promo.previous_value} if promo.previous_value is not None else {}))
 
 
-def report_sweep(config: SweepConfig, result: SweepResult) -> None:
-    """The parent run's figure, best-of metrics and params, and the Prefect table of trials."""
-    metric, ok, best, varied = config.metric, result.ranked(), result.best, config.varied()
+def lr_series(trials: list[Trial], varied: Collection[str], metric: str) -> dict[str, tuple[list[float], list[float]]]:
+    """`metric` against the learning rate: one series per combination of the other varied fields, labelled by them."""
     series: dict[str, tuple[list[float], list[float]]] = {}
-    for t in ok:  # one line per combination of the other varied fields
+    for t in trials:
         xs, ys = series.setdefault(trial_label(t.config, set(varied) - {"lr"}) or "trials", ([], []))
         xs.append(t.config.lr)
         ys.append(t.value(metric))
-    steps.log_figures(result.run_id, {f"{metric}_vs_lr": plot_metric_vs_lr(series, metric)})
+    return series
+
+
+def report_sweep(config: SweepConfig, result: SweepResult) -> None:
+    """The parent run's figure, best-of metrics and params, and the Prefect table of trials."""
+    metric, ok, best, varied = config.metric, result.ranked(), result.best, config.varied()
+    steps.log_figures(result.run_id, {f"{metric}_vs_lr": plot_metric_vs_lr(lr_series(ok, varied, metric), metric)})
     steps.log_metrics(result.run_id, {f"best_{metric}": best.value(metric), "n_failed": len(result.failed)}
                       | {f"best_{k}": v for k, v in best.evaluation.metrics.items()})
     steps.log_params(result.run_id, {f"best_{field}": _param(getattr(best.config, field))
