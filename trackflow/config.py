@@ -178,12 +178,11 @@ def trial_label(config: TrainConfig, fields: Collection[str]) -> str:
 
 
 def _distinct(values: list) -> list:
-    """`values` without repeats, in the order given."""
-    out: list = []
+    """`values` without repeats, in the order given (lists, a network's shape, compared as tuples)."""
+    first: dict = {}
     for v in values:
-        if v not in out:
-            out.append(v)
-    return out
+        first.setdefault(tuple(v) if isinstance(v, list) else v, v)
+    return list(first.values())
 
 
 class SweepConfig(_Config):
