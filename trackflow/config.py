@@ -193,12 +193,12 @@ class SweepConfig(_Config):
 
     base: TrainConfig = Field(default_factory=TrainConfig, description="Training parameters shared by every trial.")
     lrs: list[float] = Field([0.001, 0.01, 0.1], min_length=1, description="Learning rates to try (comma-separated).")
-    optimizers: list[Optimizer] = Field(["adam"], min_length=1, description="Optimizers to try.")
+    optimizers: list[Optimizer] = Field(["adam"], min_length=1, description="Optimizers to try: sgd, adagrad, adam, adamw.")
     dropouts: list[float] = Field([0.2], min_length=1, description="Dropout probabilities to try.")
     batch_sizes: list[int] | None = Field(
         None, min_length=1, description="Mini-batch sizes to try; without it: the base's --batch-size.")
     activations: list[Activation] | None = Field(
-        None, min_length=1, description="Activations to try; without it: the base's --activation.")
+        None, min_length=1, description="Activations to try (relu, tanh, sigmoid); without it: the base's --activation.")
     hidden_layers_grid: list[list[int]] | None = Field(
         None, min_length=1, description="Network shapes to try, '/' between shapes and ',' within one "
         "(64,64/128/32,32,32); without it: the base's --hidden-layers.")
