@@ -100,6 +100,18 @@ class SweepResult:
         return sorted(ok, key=lambda t: rank_key(self.metric, t.value(self.metric), t.value(TIEBREAK)))
 
 
+def trial_seconds(data, grid: list[TrainConfig], most: int = 4) -> float:
+    """A trial's estimated length here: the mean of estimate_seconds over the grid's distinct networks (shape, batch
+    size, activation, optimizer: what sets a step's cost), at most `most` (>= 2) of them, the first, the last and
+    evenly between."""
+    networks: dict[tuple, TrainConfig] = {}
+    for c in grid:
+        networks.setdefault((tuple(c.hidden_layers), c.batch_size, c.activation, c.optimizer), c)
+    nets = list(networks.values())
+    picked = nets if len(nets) <= most else [nets[round(i * (len(nets) - 1) / (most - 1))] for i in range(most)]
+    return sum(estimate_seconds(data, **network_args(c)) for c in picked) / len(picked)
+
+
 def plan_runner(config: SweepConfig, trial_seconds: float, n_trials: int, cores: int) -> RunnerPlan:
     """Where the trials run, and why: the configured runner, or for `auto` the faster of one
     after another and a pool of worker processes, from the estimated length of one trial."""
@@ -273,7 +285,7 @@ def sweep_pipeline(config: SweepConfig = SweepConfig()) -> SweepResult:
     table = steps.load_data(**load_args(base, grid))  # bad data stops here, before any run is made
     splits = steps.split_table(table, base.test_size, base.val_size, base.seed)
     encoded = steps.encode_splits(splits)  # once: every trial trains on the same arrays
-    plan = plan_runner(config, estimate_seconds(encoded.data, **network_args(base)), len(grid), os.cpu_count() or 1)
+    plan = plan_runner(config, trial_seconds(encoded.data, grid), len(grid), os.cpu_count() or 1)
     print(f"Trials run {plan.reason}")
     experiment_id = steps.ensure_experiment(base.experiment)  # once, before the fan-out
     parent = steps.start_run(experiment_id, run_name=f"sweep-{len(grid)}-trials",

@@ -136,17 +136,3 @@ def test_a_sweeps_ranking_breaks_ties_by_val_loss_then_grid_order():
     by_loss = SweepResult("parent", "0", "val_loss", trials=grid).ranked()
     assert [t.config.lr for t in by_loss] == [0.1, 0.3, 0.4, 0.2]
 
-
-def test_the_metric_vs_lr_figure_has_one_series_per_combination_of_the_other_varied_fields():
-    from types import SimpleNamespace
-
-    from flows.sweep import Trial, lr_series
-    from trackflow.config import SweepConfig
-
-    cfg = SweepConfig(lrs=[0.01, 0.1], batch_sizes=[32, 128], activations=["tanh"])
-    trials = [Trial(c, "", SimpleNamespace(history={"val_accuracy": [i / 10]}), varied=cfg.varied())
-              for i, c in enumerate(cfg.trials())]
-    assert lr_series(trials, cfg.varied(), "val_accuracy") == {"bs32": ([0.01, 0.1], [0.0, 0.1]),
-                                                               "bs128": ([0.01, 0.1], [0.2, 0.3])}
-    assert [t.label for t in trials] == ["bs32-lr0.01", "bs32-lr0.1", "bs128-lr0.01", "bs128-lr0.1"]
-    assert list(lr_series(trials[:2], ["lr"], "val_accuracy")) == ["trials"]
