@@ -55,7 +55,8 @@ def throughput(n_samples: int, epochs: int, batch_size: int, rounds: int) -> lis
 
     cfg = TrainConfig()
     knobs = dict(n_classes=2, hidden_layers=cfg.hidden_layers, dropout=cfg.dropout, optimizer="adam", lr=cfg.lr,
-                 weight_decay=0.0, batch_size=batch_size, seed=cfg.seed, device="cpu")
+                 weight_decay=0.0, batch_size=batch_size, seed=cfg.seed, device="cpu", activation="relu",
+                 momentum=0.0, l1=0.0)
     warm = _arrays(300, 0)  # first-call costs out of the timings
     train_tutorial(warm[0], warm[1], epochs=1)
     train_network(*warm[:4], epochs=1, **knobs)

@@ -19,8 +19,8 @@ from cli import signals
 from cli.options import UsageError, option_name, add_model_options, build_config
 from trackflow import naming, store, telemetry
 from trackflow.runs import STALE_AFTER
-from trackflow.config import (GENERATED_FIELDS, AudioInferConfig, PruneConfig, SweepConfig, TextInferConfig,
-                              TrainConfig)
+from trackflow.config import (GENERATED_FIELDS, SWEEP_AXES, AudioInferConfig, PruneConfig, SweepConfig,
+                              TextInferConfig, TrainConfig)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -144,19 +144,26 @@ def _refuse_generated_options(config: TrainConfig, args: argparse.Namespace) -> 
                          "leave it out with --data")
 
 
-def _check_data(config: TrainConfig) -> None:
-    """Before any work: the whole table checked (the flow reuses it) and the training's memory estimated;
-    columns left out as IDs are named on stderr."""
-    from tasks.data import DataError, check_fits_in_memory, load_data
+def _refuse_unused_momentum(args: argparse.Namespace, optimizers: Sequence[str], option: str) -> None:
+    """--momentum is SGD's: given without sgd among the optimizers, it would change nothing."""
+    if "momentum" in vars(args) and "sgd" not in optimizers:
+        raise UsageError(f"--momentum applies to the sgd optimizer only; add sgd to {option} "
+                         f"(got {','.join(optimizers)}) or leave --momentum out")
 
+
+def _check_data(config: TrainConfig, trainings: Sequence[TrainConfig] = ()) -> None:
+    """Before any work: the whole table checked (the flow reuses it) and the memory of each training estimated
+    (`trainings`, a sweep's trials; by default `config`'s own); columns left out as IDs are named on stderr."""
+    from tasks.data import DataError, check_fits_in_memory, load_data, networks_of
+
+    networks = networks_of(trainings or [config])
     try:
         if not config.data:
-            check_fits_in_memory(config.n_samples, config.n_features, 2, config.hidden_layers, config.batch_size)
+            check_fits_in_memory(config.n_samples, config.n_features, 2, networks)
             return
         table = load_data(config.data, config.target, config.features, config.drop, config.n_samples,
                           config.n_features, config.n_informative, config.seed, config.test_size, config.val_size,
-                          sep=config.sep, thousands=config.thousands, na_values=config.na_values,
-                          hidden_layers=config.hidden_layers, batch_size=config.batch_size)
+                          sep=config.sep, thousands=config.thousands, na_values=config.na_values, networks=networks)
     except DataError as exc:
         raise UsageError(str(exc)) from None
     for column, why in table.left_out.items():
@@ -201,6 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = build_config(TrainConfig, args)
     _check_device(config.device)
     _refuse_generated_options(config, args)
+    _refuse_unused_momentum(args, [config.optimizer], "--optimizer")
     if config.skip_unchanged and (line := _unchanged_since(config)):
         print(line)
         return EXIT_OK
@@ -232,7 +240,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = build_config(SweepConfig, argparse.Namespace(base=base, **values))
     _check_device(base.device)
     _refuse_generated_options(base, args)
-    _check_data(base)
+    _refuse_unused_momentum(args, config.optimizers, "--optimizers")
+    for axis, field in SWEEP_AXES.items():
+        if axis in vars(args) and field in vars(args):
+            raise UsageError(f"{option_name(field)} and {option_name(axis)} both set the trials' {field}; give one")
+    _check_data(base, config.trials())
     _prepare_store(base.experiment)
     from flows.sweep import sweep_pipeline
 

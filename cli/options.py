@@ -50,7 +50,9 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], s
         if ann is bool:
             group.add_argument(option_name(name), action=argparse.BooleanOptionalAction, **kw)
             continue
-        if typing.get_origin(ann) is list:
+        if typing.get_origin(ann) is list and typing.get_origin(typing.get_args(ann)[0]) is list:
+            kw["type"] = _nested_list(typing.get_args(typing.get_args(ann)[0])[0])
+        elif typing.get_origin(ann) is list:
             kw["type"] = _comma_list(typing.get_args(ann)[0])
             kw["metavar"] = "A,B,..."
         elif typing.get_origin(ann) is typing.Literal:
@@ -80,6 +82,21 @@ def _comma_list(item_type):
         return values
 
     parse.__name__ = "list"
+    return parse
+
+
+def _nested_list(item_type):
+    """Lists of lists: '/' between the lists, ',' within one (64,64/128); no list or item may be empty."""
+    inner = _comma_list(item_type)
+
+    def parse(text: str) -> list:
+        parts = [p.strip() for p in text.split("/")]
+        if not all(parts) or any(not item.strip() for p in parts for item in p.split(",")):
+            raise argparse.ArgumentTypeError(f"expected {item_type.__name__} lists like 64,64/128 ('/' between lists, "
+                                             f"',' within one, none empty), got {text!r}")
+        return [inner(p) for p in parts]
+
+    parse.__name__ = "list of lists"
     return parse
 
 

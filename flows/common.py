@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 
 from prefect.runtime import flow_run
 
 from flows import steps
 from tasks import tracking
-from tasks.data import Encoded, Splits, Table, classifier_from
+from tasks.data import Encoded, Splits, Table, classifier_from, networks_of
 from tasks.evaluation import Evaluation
 from tasks.plots import plot_confusion_matrix, plot_loss_curves, plot_roc_curves
 from tasks.registry import Promotion, schema_tags
@@ -17,7 +18,8 @@ from tasks.training import TrialOutcome
 from trackflow.config import GENERATED_FIELDS, TrainConfig
 from trackflow.runs import is_interrupt
 
-LOGGED_PARAMS = ("epochs", "lr", "batch_size", "dropout", "optimizer", "weight_decay", "seed", "test_size", "val_size")
+LOGGED_PARAMS = ("epochs", "lr", "batch_size", "dropout", "optimizer", "weight_decay", "l1", "activation", "seed",
+                 "test_size", "val_size")
 MAX_PARAM = 6000  # MLflow's limit on a parameter's length
 READING_FIELDS = ("sep", "thousands", "na_values")  # how --data was read, logged when given
 
@@ -62,20 +64,22 @@ def tracked(run_id: str):
     steps.end_run(run_id, "FINISHED")
 
 
-def load_args(config: TrainConfig) -> dict:
-    """The arguments of tasks.data.load_data, from a training config."""
+def load_args(config: TrainConfig, trainings: Sequence[TrainConfig] = ()) -> dict:
+    """The arguments of tasks.data.load_data, from a training config; the memory check covers `trainings`
+    (a sweep's trials), by default `config`'s own."""
     return dict(data=config.data, target=config.target, features=config.features, drop=config.drop,
                 n_samples=config.n_samples, n_features=config.n_features, n_informative=config.n_informative,
                 seed=config.seed, test_size=config.test_size, val_size=config.val_size, sep=config.sep,
-                thousands=config.thousands, na_values=config.na_values, hidden_layers=config.hidden_layers,
-                batch_size=config.batch_size)
+                thousands=config.thousands, na_values=config.na_values,
+                networks=networks_of(trainings or [config]))
 
 
 def network_args(config: TrainConfig) -> dict:
     """The arguments of tasks.training.train_and_score, from a training config."""
     return dict(hidden_layers=config.hidden_layers, dropout=config.dropout, optimizer=config.optimizer, lr=config.lr,
                 weight_decay=config.weight_decay, batch_size=config.batch_size, epochs=config.epochs,
-                seed=config.seed, device=config.device)
+                seed=config.seed, device=config.device, activation=config.activation, momentum=config.momentum,
+                l1=config.l1)
 
 
 def training_params(config: TrainConfig, table: Table) -> dict[str, object]:
@@ -87,6 +91,8 @@ def training_params(config: TrainConfig, table: Table) -> dict[str, object]:
         "data": config.data or "generated", "target": str(table.y.name), "features": features,
         "n_features_in": table.X.shape[1], "hidden_layers": json.dumps(config.hidden_layers),
     }
+    if config.optimizer == "sgd":  # the other optimizers have no momentum
+        params["momentum"] = config.momentum
     reading = {k: json.dumps(v) if isinstance(v, list) else v for k in READING_FIELDS if (v := getattr(config, k))}
     if table.left_out:  # ID-like columns the table had, left out (the reasons are in data/profile.json)
         left_out = json.dumps(list(table.left_out), ensure_ascii=False)

@@ -22,7 +22,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 from prefect import flow
@@ -39,7 +39,7 @@ from tasks.registry import TIEBREAK, rank_key
 from tasks.training import TrialOutcome, estimate_seconds
 from tasks.workers import WorkerPool
 from trackflow import store
-from trackflow.config import SweepConfig, TrainConfig
+from trackflow.config import SWEEP_AXES, SweepConfig, TrainConfig, trial_label
 from trackflow.runs import is_interrupt
 
 # Measured here (benchmarks/bench_sweep.py, 2 cores): a pool's workers return their first
@@ -58,10 +58,12 @@ class Trial:
     outcome: TrialOutcome | None = None
     evaluation: Evaluation | None = None
     error: str | None = None
+    varied: Collection[str] = ()  # the fields that differ between the sweep's trials (SweepConfig.varied)
 
     @property
     def label(self) -> str:
-        return f"{self.config.optimizer}/dropout={self.config.dropout:g}/lr={self.config.lr:g}"
+        """The trial's values of the varied fields and its learning rate, e.g. 'h64x64-bs128-adam-lr0.01'."""
+        return trial_label(self.config, {*self.varied, "lr"})
 
     def value(self, metric: str) -> float:
         """The trial's validation metric at its last epoch (the model it would register)."""
@@ -96,6 +98,18 @@ class SweepResult:
         """Completed trials, best first by `metric` in its direction, then by val_loss, then in grid order."""
         ok = [t for t in self.trials if t.outcome is not None]  # in grid order: sorted() keeps it among equals
         return sorted(ok, key=lambda t: rank_key(self.metric, t.value(self.metric), t.value(TIEBREAK)))
+
+
+def trial_seconds(data, grid: list[TrainConfig], most: int = 4) -> float:
+    """A trial's estimated length here: the mean of estimate_seconds over the grid's distinct networks (shape, batch
+    size, activation, optimizer: what sets a step's cost), at most `most` (>= 2) of them, the first, the last and
+    evenly between."""
+    networks: dict[tuple, TrainConfig] = {}
+    for c in grid:
+        networks.setdefault((tuple(c.hidden_layers), c.batch_size, c.activation, c.optimizer), c)
+    nets = list(networks.values())
+    picked = nets if len(nets) <= most else [nets[round(i * (len(nets) - 1) / (most - 1))] for i in range(most)]
+    return sum(estimate_seconds(data, **network_args(c)) for c in picked) / len(picked)
 
 
 def plan_runner(config: SweepConfig, trial_seconds: float, n_trials: int, cores: int) -> RunnerPlan:
@@ -157,15 +171,18 @@ def trial_executor(plan: RunnerPlan) -> Iterator[object]:
             cluster.close()
 
 
-def open_trials(grid: list[TrainConfig], table: Table, experiment_id: str, parent: str) -> list[Trial]:
-    """One nested RUNNING run per grid point, with its params and the dataset, before any trial starts."""
+def open_trials(grid: list[TrainConfig], varied: Collection[str], table: Table, experiment_id: str,
+                parent: str) -> list[Trial]:
+    """One nested RUNNING run per grid point, named by its `varied` values, with its params and the dataset,
+    before any trial starts."""
     trials = []
     for c in grid:
-        run_id = steps.start_run(experiment_id, run_name=f"trial-{c.optimizer}-lr{c.lr:g}-do{c.dropout:g}",
-                                 tags=prefect_tags() | {"trackflow.kind": "trial"}, parent_run_id=parent)
-        steps.log_params(run_id, training_params(c, table))
-        steps.log_dataset(run_id, table)
-        trials.append(Trial(c, run_id))
+        trial = Trial(c, "", varied=varied)
+        trial.run_id = steps.start_run(experiment_id, run_name=f"trial-{trial.label}",
+                                       tags=prefect_tags() | {"trackflow.kind": "trial"}, parent_run_id=parent)
+        steps.log_params(trial.run_id, training_params(c, table))
+        steps.log_dataset(trial.run_id, table)
+        trials.append(trial)
     return trials
 
 
@@ -220,19 +237,24 @@ def record_best(config: SweepConfig, result: SweepResult, encoded: Encoded, spli
                       | ({"champion_previous_value": promo.previous_value} if promo.previous_value is not None else {}))
 
 
-def report_sweep(config: SweepConfig, result: SweepResult) -> None:
-    """The parent run's figure, best-of metrics and params, and the Prefect table of trials."""
-    metric, ok, best = config.metric, result.ranked(), result.best
+def lr_series(trials: list[Trial], varied: Collection[str], metric: str) -> dict[str, tuple[list[float], list[float]]]:
+    """`metric` against the learning rate: one series per combination of the other varied fields, labelled by them."""
     series: dict[str, tuple[list[float], list[float]]] = {}
-    for t in ok:
-        xs, ys = series.setdefault(f"{t.config.optimizer}, dropout {t.config.dropout:g}", ([], []))
+    for t in trials:
+        xs, ys = series.setdefault(trial_label(t.config, set(varied) - {"lr"}) or "trials", ([], []))
         xs.append(t.config.lr)
         ys.append(t.value(metric))
-    steps.log_figures(result.run_id, {f"{metric}_vs_lr": plot_metric_vs_lr(series, metric)})
+    return series
+
+
+def report_sweep(config: SweepConfig, result: SweepResult) -> None:
+    """The parent run's figure, best-of metrics and params, and the Prefect table of trials."""
+    metric, ok, best, varied = config.metric, result.ranked(), result.best, config.varied()
+    steps.log_figures(result.run_id, {f"{metric}_vs_lr": plot_metric_vs_lr(lr_series(ok, varied, metric), metric)})
     steps.log_metrics(result.run_id, {f"best_{metric}": best.value(metric), "n_failed": len(result.failed)}
                       | {f"best_{k}": v for k, v in best.evaluation.metrics.items()})
-    steps.log_params(result.run_id, {"best_lr": best.config.lr, "best_optimizer": best.config.optimizer,
-                                     "best_dropout": best.config.dropout, "best_run_id": best.run_id})
+    steps.log_params(result.run_id, {f"best_{field}": _param(getattr(best.config, field))
+                                     for field in ("lr", "optimizer", "dropout", *varied)} | {"best_run_id": best.run_id})
     rows = [{"rank": i + 1, "trial": t.label, "status": "ok", metric: round(t.value(metric), 4),
              **{k: round(v, 4) for k, v in t.evaluation.metrics.items()}, "mlflow_run_id": t.run_id}
             for i, t in enumerate(ok)]
@@ -241,11 +263,18 @@ def report_sweep(config: SweepConfig, result: SweepResult) -> None:
     steps.publish_table("sweep-trials", rows, f"Trials ranked by {metric} (best first)")
 
 
+def _param(value) -> object:
+    """A param's value as MLflow records it: lists as JSON, as training_params does."""
+    return json.dumps(value) if isinstance(value, list) else value
+
+
 def sweep_params(config: SweepConfig, plan: RunnerPlan, n_trials: int) -> dict[str, object]:
-    return ({"lrs": json.dumps(config.lrs), "optimizers": json.dumps(config.optimizers),
-             "dropouts": json.dumps(config.dropouts), "metric": config.metric, "n_trials": n_trials,
-             "runner": plan.kind, "runner_workers": plan.workers, "runner_reason": plan.reason}
-            | {f"base_{k}": v for k, v in config.base.model_dump().items() if k not in ("lr", "optimizer", "dropout")})
+    """Every axis's values (the base's value alone for one left out), the ranking, the runner, the other base fields."""
+    axes = config.axes()
+    return ({axis: json.dumps(axes[field]) for axis, field in SWEEP_AXES.items()}
+            | {"metric": config.metric, "n_trials": n_trials,
+               "runner": plan.kind, "runner_workers": plan.workers, "runner_reason": plan.reason}
+            | {f"base_{k}": v for k, v in config.base.model_dump().items() if k not in axes})
 
 
 @flow(name="lr-sweep", log_prints=True)
@@ -253,10 +282,10 @@ def sweep_pipeline(config: SweepConfig = SweepConfig()) -> SweepResult:
     """Train one nested MLflow run per grid point, pick the best by `config.metric`, promote it if it wins."""
     store.configure()
     base, grid = config.base, config.trials()
-    table = steps.load_data(**load_args(base))  # bad data stops here, before any run is made
+    table = steps.load_data(**load_args(base, grid))  # bad data stops here, before any run is made
     splits = steps.split_table(table, base.test_size, base.val_size, base.seed)
     encoded = steps.encode_splits(splits)  # once: every trial trains on the same arrays
-    plan = plan_runner(config, estimate_seconds(encoded.data, **network_args(base)), len(grid), os.cpu_count() or 1)
+    plan = plan_runner(config, trial_seconds(encoded.data, grid), len(grid), os.cpu_count() or 1)
     print(f"Trials run {plan.reason}")
     experiment_id = steps.ensure_experiment(base.experiment)  # once, before the fan-out
     parent = steps.start_run(experiment_id, run_name=f"sweep-{len(grid)}-trials",
@@ -265,7 +294,7 @@ def sweep_pipeline(config: SweepConfig = SweepConfig()) -> SweepResult:
     with tracked(parent):
         steps.log_params(parent, sweep_params(config, plan, len(grid)))
         steps.log_dataset(parent, table)
-        result.trials = open_trials(grid, table, experiment_id, parent)
+        result.trials = open_trials(grid, config.varied(), table, experiment_id, parent)
         run_trials(plan, encoded, result.trials)
         if not result.ranked():
             raise RuntimeError(f"all {len(grid)} trials failed; first error: {result.trials[0].error}")

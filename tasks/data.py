@@ -562,19 +562,20 @@ def build_preprocessor(numeric: Sequence[str], categorical: Sequence[str]):
 def load_data(data: str | None, target: str | None, features: Sequence[str] | None, drop: Sequence[str],
               n_samples: int, n_features: int, n_informative: int, seed: int, test_size: float,
               val_size: float, *, sep: str | None = None, thousands: str | None = None, na_values: Sequence[str] = (),
-              hidden_layers: Sequence[int] = (), batch_size: int = 1) -> Table:
+              networks: Sequence[Network] = ()) -> Table:
     """The user's table (with `data`) or the generated set, checked: a DataError here means no run is made.
 
-    With `hidden_layers`, the training it is for must also fit in memory (check_fits_in_memory).
+    With `networks` (those of the trainings it is for, see networks_of), each training must also fit in memory
+    (check_fits_in_memory).
     """
     if data:
         table = load_table(data, target, features, drop, sep=sep, thousands=thousands, na_values=na_values)
     else:
-        check_fits_in_memory(n_samples, n_features, 2, hidden_layers, batch_size)
+        check_fits_in_memory(n_samples, n_features, 2, networks)
         table = generate_table(n_samples, n_features, n_informative, seed)
     check_classes(table.y, table.source, test_size, val_size)
     if data:
-        check_fits_in_memory(len(table.y), encoded_width(table), table.y.nunique(), hidden_layers, batch_size)
+        check_fits_in_memory(len(table.y), encoded_width(table), table.y.nunique(), networks)
     return table
 
 
@@ -584,10 +585,23 @@ def encoded_width(table: Table) -> int:
                                     for c in table.categorical)
 
 
-def training_bytes(rows: int, width: int, n_classes: int, hidden_layers: Sequence[int], batch_size: int) -> dict:
+Network = tuple[tuple[int, ...], int, str]
+"""What a training's memory depends on besides the data: (hidden layers, batch size, optimizer)."""
+
+OPTIMIZER_STATES = {"sgd": 1, "adagrad": 1, "adam": 2, "adamw": 2}
+"""Buffers the size of the weights each optimizer keeps: SGD's momentum, Adagrad's sums, Adam's two moments."""
+
+
+def networks_of(trainings) -> list[Network]:
+    """The distinct networks of `trainings` (objects with hidden_layers, batch_size and optimizer: TrainConfigs)."""
+    return sorted({(tuple(t.hidden_layers), t.batch_size, t.optimizer) for t in trainings})
+
+
+def training_bytes(rows: int, width: int, n_classes: int, hidden_layers: Sequence[int], batch_size: int,
+                   optimizer: str) -> dict:
     """What one training holds at its peak, in bytes: the network and the encoded data.
 
-    The network: float32 weights, their gradients and Adam's two moments (4 copies), and the
+    The network: float32 weights, their gradients and the optimizer's state (OPTIMIZER_STATES), and the
     dropout masks and activations of a chunk of batches (tasks.training gathers 16,384 rows at
     a time). The data: the encoded float32 arrays, the float64 array the preprocessing returns
     before the cast, and the copy training makes as tensors; plus the test probabilities.
@@ -597,23 +611,25 @@ def training_bytes(rows: int, width: int, n_classes: int, hidden_layers: Sequenc
     sizes = [width, *hidden_layers, n_classes]
     params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
     chunk = max(batch_size, 16_384 // batch_size * batch_size)
-    network = 4 * 4 * params + 4 * 3 * min(chunk, rows) * sum(hidden_layers)
+    network = 4 * (2 + OPTIMIZER_STATES[optimizer]) * params + 4 * 3 * min(chunk, rows) * sum(hidden_layers)
     data = 4 * rows * width * (1 + 2 + 1) + 4 * rows * n_classes
     return {"network": network, "params": params, "data": data}
 
 
-def check_fits_in_memory(rows: int, width: int, n_classes: int, hidden_layers: Sequence[int],
-                         batch_size: int) -> None:
-    """Refuse, with the estimate, a training that would not fit in the memory available now."""
-    if not hidden_layers:
+def check_fits_in_memory(rows: int, width: int, n_classes: int, networks: Sequence[Network]) -> None:
+    """Refuse, with the estimate, a training of any of `networks` that would not fit in the memory available now."""
+    if not networks:
         return
     import psutil
 
-    need = training_bytes(rows, width, n_classes, hidden_layers, batch_size)
+    need, (hidden, batch, optimizer) = max(((training_bytes(rows, width, n_classes, *n), n) for n in networks),
+                                           key=lambda pair: pair[0]["network"] + pair[0]["data"])
     available = psutil.virtual_memory().available
     if need["network"] + need["data"] > available:
         gb = 1024**3
-        raise DataError(f"this training needs ~{(need['network'] + need['data']) / gb:.1f} GB of memory "
+        which = "this training" if len(networks) == 1 else (
+            f"the largest trial (hidden layers {','.join(map(str, hidden))}, batch {batch}, {optimizer})")
+        raise DataError(f"{which} needs ~{(need['network'] + need['data']) / gb:.1f} GB of memory "
                         f"(network {need['network'] / gb:.1f} GB: {need['params']:,} weights with gradients and "
                         f"optimizer state; data {need['data'] / gb:.1f} GB: {rows:,} rows x {width:,} encoded "
                         f"columns), more than the {available / gb:.1f} GB available; narrow "

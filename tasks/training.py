@@ -6,7 +6,7 @@ overhead decides the speed (measured in benchmarks/bench_training.py):
 - no DataLoader: batches are slices of a chunk permuted once, so a step does no indexing;
 - dropout masks are drawn for a whole chunk at once, with NumPy's generator (torch's
   per-call dropout sampling cost ~30 us a batch here, more than a layer's matmul);
-- the parameters live in one flat buffer during training, so the fused Adam/AdamW step
+- the parameters live in one flat buffer during training, so the fused optimizer step
   and the gradient reset each touch one tensor instead of one per layer;
 - small models train on one thread.
 Autograd runs through trackflow.model.MLPClassifier as it is.
@@ -109,10 +109,21 @@ def _val_metrics(model: MLPClassifier, X: torch.Tensor, y: torch.Tensor) -> tupl
         return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
+def make_optimizer(name: str, flat: torch.nn.Parameter, *, lr: float, weight_decay: float, momentum: float,
+                   device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer `name` over the flat parameter buffer; fused (one kernel updates the whole buffer), as torch
+    has fused kernels of all four on the CPU and CUDA. `momentum` is SGD's; the others have no such knob."""
+    fused = device.type in ("cpu", "cuda")
+    if name == "sgd":
+        return torch.optim.SGD([flat], lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
+    cls = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    return cls([flat], lr=lr, weight_decay=weight_decay, fused=fused)
+
+
 def train_network(
     X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *, n_classes: int,
     hidden_layers: Sequence[int], dropout: float, optimizer: str, lr: float, weight_decay: float, batch_size: int,
-    epochs: int, seed: int, device: str,
+    epochs: int, seed: int, device: str, activation: str, momentum: float, l1: float,
 ) -> TrainedNetwork:
     """Fit an MLPClassifier on encoded features and integer labels; train_loss, val_loss, val_accuracy per epoch.
 
@@ -123,7 +134,7 @@ def train_network(
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = MLPClassifier(X_train.shape[1], hidden_layers, n_classes, dropout)
+    model = MLPClassifier(X_train.shape[1], hidden_layers, n_classes, dropout, activation)
     model.reset_parameters(gen)
     model.to(dev)
     keep = 1.0 - dropout
@@ -138,9 +149,8 @@ def train_network(
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     start = time.perf_counter()
     with _threads_for(model, dev), _flat_parameters(model) as flat:
-        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer]
-        # fused=True: one kernel updates the whole flat buffer.
-        opt = opt_cls([flat], lr=lr, weight_decay=weight_decay, fused=dev.type in ("cpu", "cuda"))
+        opt = make_optimizer(optimizer, flat, lr=lr, weight_decay=weight_decay, momentum=momentum, device=dev)
+        weights = [layer.weight for layer in (*model.hidden, model.head)]  # what the L1 penalty sums over
         for _ in range(epochs):
             model.train()
             perm = torch.randperm(n, generator=gen).to(dev)
@@ -153,7 +163,7 @@ def train_network(
                     s = slice(b0, b0 + bs)
                     loss = F.cross_entropy(model(Xc[s], [m[s] for m in masks] if masks else None), yc[s])
                     flat.grad.zero_()
-                    loss.backward()
+                    (loss + l1 * sum(w.abs().sum() for w in weights) if l1 else loss).backward()
                     opt.step()
                     total.add_(loss.detach(), alpha=len(yc[s]))
             val_loss, val_acc = _val_metrics(model, Xv, yv)
@@ -172,13 +182,14 @@ def _dropout_mask(rng: np.random.Generator, rows: int, width: int, keep: float, 
 
 def train_and_score(
     data: TrialData, *, hidden_layers: Sequence[int], dropout: float, optimizer: str, lr: float, weight_decay: float,
-    batch_size: int, epochs: int, seed: int, device: str,
+    batch_size: int, epochs: int, seed: int, device: str, activation: str, momentum: float, l1: float,
 ) -> TrialOutcome:
     """One training (a run, or one trial of a sweep): the network, its history, its test-split probabilities."""
     start = time.perf_counter()
     trained = train_network(data.X_train, data.y_train, data.X_val, data.y_val, n_classes=data.n_classes,
                             hidden_layers=hidden_layers, dropout=dropout, optimizer=optimizer, lr=lr,
-                            weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, seed=seed, device=device)
+                            weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, seed=seed, device=device,
+                            activation=activation, momentum=momentum, l1=l1)
     with torch.no_grad():
         x = torch.tensor(data.X_test)
         proba = torch.cat([torch.softmax(trained.model(x[i : i + 65_536]), 1) for i in range(0, len(x), 65_536)])
@@ -188,11 +199,13 @@ def train_and_score(
 
 def train_on(
     executor, data: TrialData, *, hidden_layers: Sequence[int], dropout: float, optimizer: str, lr: float,
-    weight_decay: float, batch_size: int, epochs: int, seed: int, device: str,
+    weight_decay: float, batch_size: int, epochs: int, seed: int, device: str, activation: str, momentum: float,
+    l1: float,
 ) -> TrialOutcome:
     """train_and_score, run by `executor` (a concurrent.futures Executor: worker processes, Dask) or here (None)."""
     knobs = dict(hidden_layers=hidden_layers, dropout=dropout, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                 batch_size=batch_size, epochs=epochs, seed=seed, device=device)
+                 batch_size=batch_size, epochs=epochs, seed=seed, device=device, activation=activation,
+                 momentum=momentum, l1=l1)
     if executor is None:
         return train_and_score(data, **knobs)
     return executor.submit(train_and_score, data, **knobs).result()
@@ -205,12 +218,13 @@ def _head(data: TrialData, rows: int) -> TrialData:
 
 def estimate_seconds(
     data: TrialData, *, hidden_layers: Sequence[int], dropout: float, optimizer: str, lr: float, weight_decay: float,
-    batch_size: int, epochs: int, seed: int, device: str, sample_rows: int = 4096,
+    batch_size: int, epochs: int, seed: int, device: str, activation: str, momentum: float, l1: float,
+    sample_rows: int = 4096,
 ) -> float:
     """How long one training on `data` will take here: a one-epoch fit on a slice of it, timed and scaled up."""
     rows = min(sample_rows, len(data.y_train))
     knobs = dict(hidden_layers=hidden_layers, dropout=dropout, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                 batch_size=batch_size, seed=seed, device=device)
+                 batch_size=batch_size, seed=seed, device=device, activation=activation, momentum=momentum, l1=l1)
     train_and_score(_head(data, 64), epochs=1, **knobs)  # first-call costs out of the timing
     timed = train_and_score(_head(data, rows), epochs=1, **knobs)
     return timed.seconds / rows * len(data.y_train) * epochs

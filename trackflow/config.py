@@ -7,12 +7,19 @@ passes the same names. Change a default here and it changes everywhere.
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
+from collections.abc import Collection
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from trackflow.naming import param
+
+
+Optimizer = Literal["sgd", "adagrad", "adam", "adamw"]
+Activation = Literal["relu", "tanh", "sigmoid"]
 
 
 class _Config(BaseModel):
@@ -53,12 +60,21 @@ class TrainConfig(_Config):
     )
     hidden_layers: list[int] = Field([64, 64], min_length=1, max_length=32,
                                      description="Widths of the network's hidden layers, comma-separated.")
+    activation: Activation = Field("relu", description="Activation after each hidden layer.")
     epochs: int = Field(10, ge=1, le=100_000, description="Passes over the training split.")
     lr: float = Field(0.001, gt=0, le=10, description="Learning rate of the optimizer.")
     batch_size: int = Field(32, ge=1, le=1_000_000, description="Mini-batch size.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout probability after each hidden layer.")
-    optimizer: Literal["adam", "adamw"] = Field("adam", description="Optimizer.")
-    weight_decay: float = Field(0.0, ge=0, description="Weight decay (L2 for adam, decoupled for adamw).")
+    optimizer: Optimizer = Field("adam", description="Optimizer.")
+    momentum: float = Field(
+        0.9, ge=0, lt=1, description="Momentum of --optimizer sgd (other optimizers have none): 0.9, the usual "
+        "choice, because plain SGD (0) barely moves at the default learning rate.",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (L2 for sgd, adagrad and adam; decoupled for "
+                                                       "adamw).")
+    l1: float = Field(0.0, ge=0, description="L1 penalty: this times the sum of |w| over the weight matrices (not "
+                                             "the biases), added to the loss minimised; train_loss stays the "
+                                             "cross-entropy alone.")
     test_size: float = Field(0.2, gt=0, lt=1, description="Fraction of the data held out for the test split.")
     val_size: float = Field(
         0.1, gt=0, lt=1, description="Fraction of the data held out for validation (per-epoch metrics)."
@@ -131,13 +147,64 @@ RANKING_METRIC = "val_accuracy"
 """The validation metric a sweep ranks by unless told otherwise; a training run is promoted on it."""
 
 
+SWEEP_AXES = {
+    "hidden_layers_grid": "hidden_layers",
+    "activations": "activation",
+    "batch_sizes": "batch_size",
+    "optimizers": "optimizer",
+    "weight_decays": "weight_decay",
+    "l1s": "l1",
+    "dropouts": "dropout",
+    "lrs": "lr",
+}
+"""Each SweepConfig option that varies a TrainConfig field, and the field, outermost first: the grid's nesting
+order (the network's shape, then how it is trained, the learning rate innermost)."""
+
+_SHORT = {
+    "hidden_layers": lambda v: "h" + "x".join(map(str, v)),
+    "activation": str,
+    "batch_size": lambda v: f"bs{v}",
+    "optimizer": str,
+    "weight_decay": lambda v: f"wd{v:g}",
+    "l1": lambda v: f"l1_{v:g}",
+    "dropout": lambda v: f"do{v:g}",
+    "lr": lambda v: f"lr{v:g}",
+}
+
+
+def trial_label(config: TrainConfig, fields: Collection[str]) -> str:
+    """`config`'s values of `fields` (sweep axes' fields) in the grid's nesting order: e.g. 'h64x64-bs128-adam-lr0.01'."""
+    return "-".join(_SHORT[f](getattr(config, f)) for f in SWEEP_AXES.values() if f in fields)
+
+
+def _distinct(values: list) -> list:
+    """`values` without repeats, in the order given (lists, a network's shape, compared as tuples)."""
+    first: dict = {}
+    for v in values:
+        first.setdefault(tuple(v) if isinstance(v, list) else v, v)
+    return list(first.values())
+
+
 class SweepConfig(_Config):
-    """Parameters of the learning-rate sweep (`trackflow sweep`): a grid over a base TrainConfig."""
+    """Parameters of a sweep (`trackflow sweep`): a grid over a base TrainConfig.
+
+    Each axis (SWEEP_AXES) given replaces the base's value of its field; one left out keeps it.
+    """
 
     base: TrainConfig = Field(default_factory=TrainConfig, description="Training parameters shared by every trial.")
     lrs: list[float] = Field([0.001, 0.01, 0.1], min_length=1, description="Learning rates to try (comma-separated).")
-    optimizers: list[Literal["adam", "adamw"]] = Field(["adam"], min_length=1, description="Optimizers to try.")
+    optimizers: list[Optimizer] = Field(["adam"], min_length=1, description="Optimizers to try: sgd, adagrad, adam, adamw.")
     dropouts: list[float] = Field([0.2], min_length=1, description="Dropout probabilities to try.")
+    batch_sizes: list[int] | None = Field(
+        None, min_length=1, description="Mini-batch sizes to try; without it: the base's --batch-size.")
+    activations: list[Activation] | None = Field(
+        None, min_length=1, description="Activations to try (relu, tanh, sigmoid); without it: the base's --activation.")
+    hidden_layers_grid: list[list[int]] | None = Field(
+        None, min_length=1, description="Network shapes to try, '/' between shapes and ',' within one "
+        "(64,64/128/32,32,32); without it: the base's --hidden-layers.")
+    l1s: list[float] | None = Field(None, min_length=1, description="L1 penalties to try; without it: the base's --l1.")
+    weight_decays: list[float] | None = Field(
+        None, min_length=1, description="Weight decays to try; without it: the base's --weight-decay.")
     metric: Literal["val_accuracy", "val_loss"] = Field(
         RANKING_METRIC, description="Validation metric (last epoch) that ranks trials and decides promotion."
     )
@@ -153,6 +220,22 @@ class SweepConfig(_Config):
     dask_address: str | None = Field(
         None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to run the trials on."
     )
+
+    @field_validator("batch_sizes", "activations", "hidden_layers_grid", "l1s", "weight_decays")
+    @classmethod
+    def _check_axis(cls, values: list | None, info: ValidationInfo) -> list | None:
+        """Each value is one the base's field takes (TrainConfig's own rules, so they are written once)."""
+        base = info.data.get("base")
+        if values is None or base is None:
+            return values
+        field = SWEEP_AXES[info.field_name]
+        for v in values:
+            try:
+                TrainConfig(**(base.model_dump() | {field: v}))
+            except ValidationError as exc:
+                why = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"value {v!r}: {why}") from None
+        return values
 
     @model_validator(mode="after")
     def _check_grid(self) -> "SweepConfig":
@@ -170,21 +253,26 @@ class SweepConfig(_Config):
             raise ValueError("workers sizes a pool of processes; it does not go with runner 'sequential'")
         if self.dask_address and not self.dask_address.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")):
             raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
-        if len(self.lrs) * len(self.optimizers) * len(self.dropouts) > 10_000:
-            raise ValueError(f"the grid has more than 10,000 trials; narrow {param('lrs')}, {param('optimizers')} "
-                             f"or {param('dropouts')}")
+        sizes = {axis: len(values) for axis, values in zip(SWEEP_AXES, self.axes().values())}
+        if (n := math.prod(sizes.values())) > 10_000:
+            raise ValueError(f"the grid has {n:,} trials, more than 10,000; narrow "
+                             + ", ".join(f"{param(axis)} ({k} values)" for axis, k in sizes.items() if k > 1))
         return self
 
+    def axes(self) -> dict[str, list]:
+        """Each swept TrainConfig field and its distinct values (the base's alone for an axis left out), outermost first."""
+        return {field: _distinct(values) if (values := getattr(self, axis)) is not None else [getattr(self.base, field)]
+                for axis, field in SWEEP_AXES.items()}
+
+    def varied(self) -> list[str]:
+        """The TrainConfig fields that differ between trials (axes with more than one value), outermost first."""
+        return [field for field, values in self.axes().items() if len(values) > 1]
+
     def trials(self) -> list[TrainConfig]:
-        """The grid: one TrainConfig per (optimizer, dropout, lr), in that nesting order, without duplicates."""
-        seen, out = set(), []
-        for opt in self.optimizers:
-            for dropout in self.dropouts:
-                for lr in self.lrs:
-                    if (opt, dropout, lr) not in seen:
-                        seen.add((opt, dropout, lr))
-                        out.append(TrainConfig(**(self.base.model_dump() | {"optimizer": opt, "dropout": dropout, "lr": lr})))
-        return out
+        """The grid: one TrainConfig per combination of the axes' values, in SWEEP_AXES' nesting order, without
+        duplicates (with today's options: optimizer, then dropout, then lr)."""
+        axes, base = self.axes(), self.base.model_dump()
+        return [TrainConfig(**(base | dict(zip(axes, combo)))) for combo in itertools.product(*axes.values())]
 
 
 class InferConfig(_Config):

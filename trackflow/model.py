@@ -8,27 +8,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
 
 class MLPClassifier(nn.Module):
-    """Hidden ReLU layers with dropout after each, and one logit per class.
+    """Hidden layers, each followed by its activation (ReLU by default) and dropout, and one logit per class.
 
     The tutorial's head had a single output fed to a 2-class cross-entropy; a C-class
     cross-entropy needs C logits, so the head here has `n_classes` outputs. Training
     (tasks/training.py) runs autograd through this module; serving loads the same class.
     """
 
-    def __init__(self, n_features: int, hidden_layers: Sequence[int], n_classes: int, dropout: float):
+    # activation "relu": the spec of a network saved before the activation could be chosen has none.
+    def __init__(self, n_features: int, hidden_layers: Sequence[int], n_classes: int, dropout: float,
+                 activation: str = "relu"):
         super().__init__()
         widths = [n_features, *hidden_layers]
         self.n_features = n_features
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
         self.head = nn.Linear(widths[-1], n_classes)
         self.dropout = dropout
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; one of {', '.join(ACTIVATIONS)}")
+        self.activation = activation
 
     def spec(self) -> dict:
         """The constructor's arguments, to rebuild this network around saved weights."""
         return {"n_features": self.n_features, "hidden_layers": [layer.out_features for layer in self.hidden],
-                "n_classes": self.head.out_features, "dropout": self.dropout}
+                "n_classes": self.head.out_features, "dropout": self.dropout, "activation": self.activation}
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -45,8 +52,9 @@ class MLPClassifier(nn.Module):
         """
         # F.linear on each layer's own parameters rather than calling the submodules: at
         # batch 32 the per-call overhead of nn.Module.__call__ is a visible share of a step.
+        act = ACTIVATIONS[self.activation]
         for i, layer in enumerate(self.hidden):
-            x = F.relu(F.linear(x, layer.weight, layer.bias))
+            x = act(F.linear(x, layer.weight, layer.bias))
             if masks is not None:
                 x = x * masks[i]
             elif self.training and self.dropout > 0:

@@ -16,7 +16,7 @@ def register_classifier(data: Path, target: str, name: str = "classifier", epoch
     encoded = d.encode_splits(splits)
     outcome = training.train_and_score(encoded.data, hidden_layers=list(hidden_layers), dropout=0.0, optimizer="adam",
                                        lr=0.01, weight_decay=0.0, batch_size=32, epochs=epochs, seed=seed,
-                                       device="cpu")
+                                       device="cpu", activation="relu", momentum=0.0, l1=0.0)
     run_id = tracking.start_run(tracking.ensure_experiment("scoring-tests"), run_name="fit")
     uri = tracking.log_classifier(run_id, d.classifier_from(encoded, outcome), example_rows(splits))
     version = tracking.register_model(uri, name, run_id)

@@ -187,3 +187,29 @@ def test_trials_on_two_worker_processes(client, runner):
     assert client.get_run(res.run_id).data.params["runner"] == runner
     [version] = client.search_model_versions("name='classifier'")
     assert version.run_id == res.best.run_id
+
+
+def test_a_sweep_over_batch_sizes_shapes_and_optimizers_from_the_command_line(client):
+    from tests.helpers.cli import run_cli
+
+    p = run_cli("sweep", "--n-samples", "300", "--epochs", "2", "--lrs", "0.01", "--batch-sizes", "32,128",
+                "--hidden-layers-grid", "16/8,8", "--optimizers", "sgd,adam", "--momentum", "0.5",
+                "--activations", "tanh", "--no-register-model", timeout=300)
+    assert p.returncode == 0, p.stderr
+    exp = client.get_experiment_by_name("classifier").experiment_id
+    [parent] = client.search_runs([exp], filter_string="tags.`trackflow.kind` = 'sweep'")
+    kids = children(client, parent.info.run_id)
+    got = {r.info.run_name: (r.data.params["hidden_layers"], r.data.params["batch_size"], r.data.params["optimizer"],
+                             r.data.params.get("momentum")) for r in kids}
+    assert got == {f"trial-{h}-bs{bs}-{opt}-lr0.01": (shape, str(bs), opt, "0.5" if opt == "sgd" else None)
+                   for h, shape in (("h16", "[16]"), ("h8x8", "[8, 8]")) for bs in (32, 128) for opt in ("sgd", "adam")}
+    assert all(r.data.params["activation"] == "tanh" and r.info.status == "FINISHED" for r in kids)
+    params = parent.data.params
+    assert (params["hidden_layers_grid"], params["batch_sizes"], params["optimizers"]) == (
+        "[[16], [8, 8]]", "[32, 128]", '["sgd", "adam"]')
+    assert (params["activations"], params["lrs"], params["n_trials"]) == ('["tanh"]', "[0.01]", "8")
+    assert "base_batch_size" not in params and params["base_epochs"] == "2"
+    best = client.get_run(params["best_run_id"])
+    for field in ("hidden_layers", "batch_size", "optimizer", "lr"):
+        assert params[f"best_{field}"] == best.data.params[field]
+    assert f"{best.info.run_name.removeprefix('trial-')} " in p.stdout  # the ranked list names trials the same way

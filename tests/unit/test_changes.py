@@ -128,7 +128,8 @@ def test_the_key_covers_what_changes_the_model_and_nothing_else(tmp_path):
     assert set(k.versions) == {"torch", "scikit-learn", "trackflow"}
     same = training_key(base.model_copy(update={"experiment": "other", "model_name": "m", "skip_unchanged": True}))
     assert same.key == k.key
-    for update in ({"lr": 0.003}, {"device": "cpu"}, {"drop": ["ash"]}, {"hidden_layers": [8]}):
+    for update in ({"lr": 0.003}, {"device": "cpu"}, {"drop": ["ash"]}, {"hidden_layers": [8]}, {"optimizer": "sgd"},
+                   {"momentum": 0.5}, {"activation": "tanh"}, {"l1": 0.001}):
         assert training_key(base.model_copy(update=update)).key != k.key, update
     assert set(k.tags()) == {"trackflow.key", "trackflow.key.data", "trackflow.key.config", "trackflow.key.code",
                              "trackflow.key.versions"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import runpy
 import warnings
 
@@ -11,9 +13,11 @@ import pytest
 import torch
 from mlflow.exceptions import MlflowException
 
-from tasks.data import encode_splits, load_table, split_table
+from tasks.data import classifier_from, encode_splits, load_table, split_table
+from tasks.training import train_and_score
 from tests.helpers.tables import wine_frame, write
-from trackflow.classifier import FittedClassifier, UnscorableInputError
+from trackflow.classifier import META, FittedClassifier, UnscorableInputError
+from trackflow.config import TrainConfig
 from trackflow.model import MLPClassifier
 from trackflow.served_model import TabularClassifier
 
@@ -101,3 +105,38 @@ def test_building_the_served_model_asks_for_no_type_hints():
         runpy.run_path(served.__file__)
     assert not [w for w in caught if "type hint" in str(w.message).lower()]
     assert pd.DataFrame is served.TabularClassifier.predict.__annotations__["model_input"]
+
+
+@pytest.mark.parametrize("optimizer, activation, l1", [("sgd", "tanh", 0.0), ("adagrad", "sigmoid", 0.001),
+                                                       ("adamw", "relu", 0.001), ("adam", "tanh", 0.0)])
+def test_each_optimizer_activation_and_l1_trains_a_model_mlflow_serves(tmp_path, optimizer, activation, l1):
+    """Trained, logged as training runs log it, loaded as MLflow loads it: the training's own test probabilities."""
+    import mlflow
+
+    from tasks import tracking
+
+    path = write(wine_frame(), tmp_path / "wine.csv")
+    splits = split_table(load_table(str(path), "cultivar", None, []), 0.2, 0.1, 0)
+    encoded = encode_splits(splits)
+    config = TrainConfig(optimizer=optimizer, activation=activation, l1=l1, lr=0.01, epochs=20, hidden_layers=[32])
+    knobs = {k: getattr(config, k) for k in inspect.signature(train_and_score).parameters if k != "data"}
+    outcome = train_and_score(encoded.data, **knobs)
+    assert outcome.history["train_loss"][-1] < 0.7 * outcome.history["train_loss"][0]
+    run_id = tracking.start_run(tracking.ensure_experiment("serving"), run_name="fit")
+    uri = tracking.log_classifier(run_id, classifier_from(encoded, outcome), splits.X_train.dropna().head(5))
+    tracking.end_run(run_id)
+    model = mlflow.pyfunc.load_model(uri)
+    assert model.unwrap_python_model().fitted.network.activation == activation
+    served = model.predict(splits.X_test)
+    np.testing.assert_allclose(served.filter(like="proba_").to_numpy(), outcome.proba_test, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_saved_before_activations_were_chosen_loads_as_relu(wine, tmp_path):
+    classifier, rows = wine
+    artifacts = classifier.save(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / META).read_text())
+    assert meta["network"].pop("activation") == "relu"
+    (tmp_path / "model" / META).write_text(json.dumps(meta))
+    old = FittedClassifier.load(artifacts)
+    assert old.network.activation == "relu"
+    np.testing.assert_array_equal(old.predict_proba(rows), classifier.predict_proba(rows))

@@ -276,3 +276,64 @@ def test_reading_options_need_data(restore_gc, capsys):
 
     assert main(["train", "--na-values", "-"]) == 2
     assert "give --data too" in capsys.readouterr().err
+
+
+def test_the_sweep_parses_a_grid_of_network_shapes_and_the_new_axes():
+    from cli.main import build_parser
+
+    args = build_parser().parse_args(["sweep", "--hidden-layers-grid", "64,64/128/32,32,32", "--batch-sizes", "32,128",
+                                      "--activations", "relu,tanh", "--l1s", "0,0.001", "--weight-decays", "0,0.01",
+                                      "--optimizers", "sgd,adagrad,adam,adamw"])
+    assert args.hidden_layers_grid == [[64, 64], [128], [32, 32, 32]] and args.batch_sizes == [32, 128]
+    assert (args.activations, args.l1s, args.weight_decays) == (["relu", "tanh"], [0.0, 0.001], [0.0, 0.01])
+    assert args.optimizers == ["sgd", "adagrad", "adam", "adamw"]
+    assert "Network shapes to try, '/' between shapes and ',' within one (64,64/128/32,32,32)" in _help("sweep")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--hidden-layers-grid", "64,,/"], "argument --hidden-layers-grid: expected int lists like 64,64/128"),
+    (["--hidden-layers-grid", "64/"], "argument --hidden-layers-grid: expected int lists like 64,64/128"),
+    (["--hidden-layers-grid", "64,x"], "argument --hidden-layers-grid: expected int values separated by commas"),
+    (["--optimizers", "rmsprop"], "argument --optimizers: invalid choice(s) ['rmsprop']"),
+    (["--activations", "relu,gelu"], "argument --activations: invalid choice(s) ['gelu']"),
+])
+def test_a_bad_axis_exits_2_with_one_line_naming_the_option(args, says, capsys):
+    from cli.main import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["sweep", *args])
+    assert exc.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("trackflow sweep: error: ") and says in last
+
+
+@pytest.mark.parametrize("args, line", [
+    (["train", "--momentum", "0.5"],
+     "trackflow train: --momentum applies to the sgd optimizer only; add sgd to --optimizer (got adam) or leave "
+     "--momentum out"),
+    (["sweep", "--momentum", "0.5", "--optimizers", "adam,adamw"],
+     "trackflow sweep: --momentum applies to the sgd optimizer only; add sgd to --optimizers (got adam,adamw) or "
+     "leave --momentum out"),
+    (["sweep", "--batch-size", "64", "--batch-sizes", "32,128"],
+     "trackflow sweep: --batch-size and --batch-sizes both set the trials' batch_size; give one"),
+    (["sweep", "--hidden-layers", "64", "--hidden-layers-grid", "32/16"],
+     "trackflow sweep: --hidden-layers and --hidden-layers-grid both set the trials' hidden_layers; give one"),
+    (["sweep", "--batch-sizes", "0,32"],
+     "  --batch-sizes: value 0: Input should be greater than or equal to 1 (got [0, 32])"),
+])
+def test_options_that_would_change_nothing_or_conflict_are_refused_before_any_work(args, line, capsys, restore_gc,
+                                                                                   mlflow_store):
+    from cli.main import main
+
+    assert main(args) == 2
+    assert line in capsys.readouterr().err.splitlines()
+
+
+def test_momentum_goes_with_sgd(capsys, restore_gc, monkeypatch):
+    """--momentum with sgd passes the option checks and reaches the data check (here, refused for its size)."""
+    from cli.main import main
+
+    assert main(["train", "--optimizer", "sgd", "--momentum", "0.5", "--hidden-layers", "65536,65536"]) == 2
+    assert "needs ~" in capsys.readouterr().err
+    assert main(["sweep", "--optimizers", "sgd,adam", "--momentum", "0.5", "--hidden-layers-grid", "64/65536,65536"]) == 2
+    assert "the largest trial (hidden layers 65536,65536, batch 32, adam) needs ~" in capsys.readouterr().err

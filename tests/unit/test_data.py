@@ -369,14 +369,33 @@ def test_a_network_that_cannot_fit_in_memory_is_refused_with_the_estimate(monkey
 
     from tasks.data import check_fits_in_memory, training_bytes
 
-    need = training_bytes(1000, 10, 2, [65536, 65536], 32)
+    need = training_bytes(1000, 10, 2, [65536, 65536], 32, "adam")
     assert need["params"] == 10 * 65536 + 65536 + 65536 * 65536 + 65536 + 65536 * 2 + 2
     assert need["network"] >= 16 * need["params"]  # weights, gradients, Adam's two moments: float32 each
     with pytest.raises(DataError, match=r"needs ~6\d\.\d GB of memory \(network 6\d\.\d GB: 4,295,\d+,\d+ weights"):
-        check_fits_in_memory(1000, 10, 2, [65536, 65536], 32)
-    check_fits_in_memory(1000, 10, 2, [64, 64], 32)
-    data = training_bytes(10_000_000, 1000, 2, [64], 32)["data"]
+        check_fits_in_memory(1000, 10, 2, [((65536, 65536), 32, "adam")])
+    check_fits_in_memory(1000, 10, 2, [((64, 64), 32, "adam")])
+    data = training_bytes(10_000_000, 1000, 2, [64], 32, "adam")["data"]
     assert data >= 4 * 10_000_000 * 1000  # the encoded float32 array at least
     monkeypatch.setattr(psutil, "virtual_memory", lambda: type("vm", (), {"available": data // 2})())
     with pytest.raises(DataError, match=r"data \d+\.\d GB: 10,000,000 rows x 1,000 encoded columns"):
-        check_fits_in_memory(10_000_000, 1000, 2, [64], 32)
+        check_fits_in_memory(10_000_000, 1000, 2, [((64,), 32, "adam")])
+
+
+def test_the_memory_estimate_counts_each_optimizers_state_and_checks_the_largest_trial(monkeypatch):
+    import psutil
+
+    from tasks.data import OPTIMIZER_STATES, check_fits_in_memory, networks_of, training_bytes
+    from trackflow.config import SweepConfig
+
+    need = {opt: training_bytes(1000, 10, 2, [64, 64], 32, opt) for opt in OPTIMIZER_STATES}
+    assert need["adam"]["network"] - need["sgd"]["network"] == 4 * need["adam"]["params"]  # one float32 copy more
+    assert need["adagrad"] == need["sgd"] and need["adamw"] == need["adam"]
+    grid = SweepConfig(hidden_layers_grid=[[64], [4096, 4096]], optimizers=["sgd", "adam"]).trials()
+    small, big = ((64,), 32, "sgd"), ((4096, 4096), 32, "adam")
+    assert networks_of(grid) == [((64,), 32, "adam"), small, big, ((4096, 4096), 32, "sgd")]
+    total = {n: sum(v for k, v in training_bytes(1000, 10, 2, *n).items() if k != "params") for n in (small, big)}
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("vm", (), {"available": total[big] - 1})())
+    check_fits_in_memory(1000, 10, 2, networks_of(grid[:1]))
+    with pytest.raises(DataError, match=r"^the largest trial \(hidden layers 4096,4096, batch 32, adam\) needs"):
+        check_fits_in_memory(1000, 10, 2, networks_of(grid))

@@ -168,7 +168,7 @@ trackflow train --optim adam
 trackflow sweep --lrs abc
 trackflow runs lst
 trackflow trian --epochs 3
-trackflow train --optimizer sgd
+trackflow train --optimizer rmsprop
 trackflow infer text inbox
 trackflow train [--epochs 12] [--seed 42]
 trackflow sweep [--runner fast|auto]

@@ -135,3 +135,4 @@ def test_a_sweeps_ranking_breaks_ties_by_val_loss_then_grid_order():
     assert [t.config.lr for t in ranked] == [0.3, 0.4, 0.2, 0.1]
     by_loss = SweepResult("parent", "0", "val_loss", trials=grid).ranked()
     assert [t.config.lr for t in by_loss] == [0.1, 0.3, 0.4, 0.2]
+

@@ -19,7 +19,8 @@ DEFAULTS = TrainConfig()
 def knobs(**over):
     c = DEFAULTS.model_copy(update=over)
     return dict(hidden_layers=c.hidden_layers, dropout=c.dropout, optimizer=c.optimizer, lr=c.lr,
-                weight_decay=c.weight_decay, batch_size=c.batch_size, epochs=c.epochs, seed=c.seed, device=c.device)
+                weight_decay=c.weight_decay, batch_size=c.batch_size, epochs=c.epochs, seed=c.seed, device=c.device,
+                activation=c.activation, momentum=c.momentum, l1=c.l1)
 
 
 def test_the_network_has_the_asked_layers_and_one_logit_per_class():
@@ -86,11 +87,49 @@ def test_same_seed_same_model_other_seed_differs():
         assert torch.equal(p, q)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "adam", "adamw"])
 def test_optimizers_and_weight_decay_train(optimizer):
     s = split_table(generate_table(600, 10, 5, 0), 0.2, 0.1, 0)
     _, outcome = fit(s, epochs=5, optimizer=optimizer, weight_decay=0.01, lr=0.01)
-    assert outcome.history["val_accuracy"][-1] > 0.8
+    h = outcome.history
+    assert h["val_accuracy"][-1] > 0.8 and h["train_loss"][-1] < 0.8 * h["train_loss"][0]
+
+
+@pytest.mark.parametrize("activation, l1", [("relu", 0.001), ("tanh", 0.0), ("tanh", 0.001), ("sigmoid", 0.001)])
+def test_activations_and_the_l1_penalty_train(activation, l1):
+    s = split_table(generate_table(600, 10, 5, 0), 0.2, 0.1, 0)
+    _, outcome = fit(s, epochs=8, activation=activation, l1=l1, lr=0.01)
+    h = outcome.history
+    assert h["val_accuracy"][-1] > 0.8 and h["train_loss"][-1] < 0.8 * h["train_loss"][0]
+    assert outcome.network.activation == activation
+
+
+def test_the_activation_is_the_one_asked_for():
+    x = torch.randn(5, 4)
+    nets = {a: MLPClassifier(4, [3], 2, 0.0, a) for a in ("relu", "tanh", "sigmoid")}
+    for net in nets.values():
+        net.load_state_dict(nets["relu"].state_dict())
+    layer, head = nets["relu"].hidden[0], nets["relu"].head
+    for name, f in (("relu", torch.relu), ("tanh", torch.tanh), ("sigmoid", torch.sigmoid)):
+        torch.testing.assert_close(nets[name](x), head(f(layer(x))))
+        assert nets[name].spec()["activation"] == name
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        MLPClassifier(4, [3], 2, 0.0, "gelu")
+
+
+def test_the_l1_penalty_pulls_the_weights_not_the_biases_through_autograd():
+    """One plain SGD step (one batch, no dropout): the penalty adds l1 * sign(w) to the weights' gradients only."""
+    s = split_table(generate_table(200, 10, 5, 0), 0.2, 0.1, 0)
+    X, y = s.X_train.to_numpy(), s.y_train.to_numpy()
+    args = dict(n_classes=2, **knobs(epochs=1, batch_size=len(y), dropout=0.0, optimizer="sgd", momentum=0.0, lr=0.1))
+    plain = train_network(X, y, X, y, **(args | {"l1": 0.0})).model
+    pulled = train_network(X, y, X, y, **(args | {"l1": 0.5})).model
+    start = MLPClassifier(10, [64, 64], 2, 0.0)
+    start.reset_parameters(torch.Generator().manual_seed(DEFAULTS.seed))
+    for layer, a, b in zip((*start.hidden, start.head), (*plain.hidden, plain.head), (*pulled.hidden, pulled.head)):
+        torch.testing.assert_close(b.weight - a.weight, -0.1 * 0.5 * torch.sign(layer.weight))
+        assert torch.equal(a.bias, b.bias)
+    assert pulled.head.weight.abs().sum() < plain.head.weight.abs().sum()
 
 
 def test_batch_larger_than_the_data():
