@@ -7,6 +7,9 @@ passes the same names. Change a default here and it changes everywhere.
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
 import re
 from typing import Literal
 
@@ -124,6 +127,9 @@ class TrainConfig(_Config):
         return self
 
 
+DEFAULT_SEARCH_TRIALS = 20
+"""Trainings a random or TPE search runs unless --trials says otherwise."""
+
 SWEEP_METRICS = {"val_accuracy": "max", "val_loss": "min"}
 """Validation metrics a sweep can rank trials by, and which direction is better."""
 
@@ -153,6 +159,23 @@ class SweepConfig(_Config):
     dask_address: str | None = Field(
         None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to run the trials on."
     )
+    search: Literal["grid", "random", "tpe"] = Field(
+        "grid", description="How trials are chosen: grid = every combination of the lists, in order; random = "
+        "Optuna's RandomSampler over the same lists; tpe = Optuna's TPESampler, which learns from finished trials.",
+    )
+    n_trials: int | None = Field(
+        None, ge=1, le=10_000, description="Trainings for --search random|tpe (a point already tried is not "
+        f"trained again and does not count); default: {DEFAULT_SEARCH_TRIALS}, or the grid's size if smaller.",
+    )
+    lr_range: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="LOW,HIGH: with --search random|tpe, draw the learning rate "
+        "log-uniformly from this range instead of from --lrs.",
+    )
+    prune: Literal["none", "median", "asha"] = Field(
+        "none", description="Stop hopeless trials early on their validation --metric, reported each epoch: "
+        "median = Optuna's MedianPruner (below the median of earlier trials at the same epoch); asha = its "
+        "SuccessiveHalvingPruner (asynchronous successive halving).",
+    )
 
     @model_validator(mode="after")
     def _check_grid(self) -> "SweepConfig":
@@ -170,21 +193,44 @@ class SweepConfig(_Config):
             raise ValueError("workers sizes a pool of processes; it does not go with runner 'sequential'")
         if self.dask_address and not self.dask_address.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")):
             raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
-        if len(self.lrs) * len(self.optimizers) * len(self.dropouts) > 10_000:
+        if math.prod(len(v) for v in self.axes().values()) > 10_000:
             raise ValueError(f"the grid has more than 10,000 trials; narrow {param('lrs')}, {param('optimizers')} "
                              f"or {param('dropouts')}")
+        if self.search == "grid" and self.n_trials is not None:
+            raise ValueError(f"{param('n_trials')} goes with {param('search')} random or tpe; the grid trains every "
+                             "combination")
+        if self.lr_range is not None:
+            low, high = self.lr_range
+            if self.search == "grid":
+                raise ValueError(f"{param('lr_range')} goes with {param('search')} random or tpe; a grid takes "
+                                 f"{param('lrs')}")
+            if "lrs" in self.model_fields_set:
+                raise ValueError(f"give either {param('lrs')} or {param('lr_range')}, not both")
+            if not 0 < low < high <= 10:
+                raise ValueError(f"lr_range must be LOW,HIGH with 0 < LOW < HIGH <= 10; got {low:g},{high:g}")
         return self
 
+    def axes(self) -> dict[str, list]:
+        """What the sweep varies: TrainConfig field -> the values to try, the grid's outermost loop first."""
+        return {"optimizer": self.optimizers, "dropout": self.dropouts, "lr": self.lrs}
+
     def trials(self) -> list[TrainConfig]:
-        """The grid: one TrainConfig per (optimizer, dropout, lr), in that nesting order, without duplicates."""
-        seen, out = set(), []
-        for opt in self.optimizers:
-            for dropout in self.dropouts:
-                for lr in self.lrs:
-                    if (opt, dropout, lr) not in seen:
-                        seen.add((opt, dropout, lr))
-                        out.append(TrainConfig(**(self.base.model_dump() | {"optimizer": opt, "dropout": dropout, "lr": lr})))
+        """The grid: one TrainConfig per combination of axes(), the first axis outermost, without duplicates."""
+        seen, out, axes = set(), [], self.axes()
+        for values in itertools.product(*axes.values()):
+            key = json.dumps(values)
+            if key not in seen:
+                seen.add(key)
+                out.append(TrainConfig(**(self.base.model_dump() | dict(zip(axes, values)))))
         return out
+
+    def planned_trials(self) -> int:
+        """How many trainings the sweep plans: the grid's size, or --trials (default at most the grid's size)."""
+        if self.search == "grid":
+            return len(self.trials())
+        if self.n_trials is not None:
+            return self.n_trials
+        return DEFAULT_SEARCH_TRIALS if self.lr_range else min(DEFAULT_SEARCH_TRIALS, len(self.trials()))
 
 
 class InferConfig(_Config):
