@@ -101,3 +101,24 @@ def plot_metric_vs_lr(series: dict[str, tuple[list[float], list[float]]], metric
     if len(series) > 1:
         ax.legend()
     return fig
+
+
+def plot_best_so_far(trials: Sequence[tuple[str, float | None]], metric: str, direction: str) -> "Figure":
+    """A search trial by trial, in the order they started: each completed trial's `metric` (dots), the best so far
+    among completed ones (a step line), pruned trials as crosses at the bottom (they have no final value)."""
+    fig, ax = _figure()
+    xs = [i + 1 for i, (outcome, _) in enumerate(trials) if outcome == "completed"]
+    ys = [v for outcome, v in trials if outcome == "completed"]
+    pick = max if direction == "max" else min
+    best = [pick(ys[: i + 1]) for i in range(len(ys))]
+    ax.plot(xs, ys, "o", color="tab:blue", alpha=0.5, label="completed trial")
+    ax.step(xs, best, where="post", color="tab:red", label=f"best so far ({direction})")
+    pruned = [i + 1 for i, (outcome, _) in enumerate(trials) if outcome == "pruned"]
+    if pruned:
+        ax.plot(pruned, [min(ys, default=0.0)] * len(pruned), "x", color="grey", label="pruned trial")
+    failed = [i + 1 for i, (outcome, _) in enumerate(trials) if outcome == "failed"]
+    if failed:
+        ax.plot(failed, [min(ys, default=0.0)] * len(failed), "v", color="black", label="failed trial")
+    ax.set(xlabel="trial (in the order started)", ylabel=metric, title=f"Best {metric} so far")
+    ax.legend(fontsize="small")
+    return fig

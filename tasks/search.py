@@ -26,9 +26,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-
-import optuna
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING
 
 from tasks.training import DataNotHere, TrainingState, TrialData, TrialOutcome, train_segment
 from trackflow.config import SWEEP_METRICS, SweepConfig, TrainConfig
@@ -41,7 +39,9 @@ ASK_LIMIT = 20
 ASHA = dict(min_resource=1, reduction_factor=3, min_early_stopping_rate=0)
 MEDIAN = dict(n_startup_trials=5)
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise; the sweep reports its own
+if TYPE_CHECKING:  # optuna is imported where it is used: a grid sweep never loads it (~0.3 s)
+    import optuna
+    from optuna.trial import TrialState
 
 
 @dataclass
@@ -75,6 +75,8 @@ def make_pruner(kind: str, epochs: int, **settings) -> Pruning | None:
     """
     if kind == "none":
         return None
+    import optuna
+
     if kind == "asha":
         s = ASHA | settings
         rungs, k = [], 0
@@ -93,9 +95,20 @@ def make_sampler(kind: str, seed: int, workers: int, **settings) -> optuna.sampl
     """Optuna's sampler for --search, seeded with the sweep's seed. A grid is enqueued in its order (the sampler
     is not asked then). With several trials in flight TPE assumes the worst for the running ones (constant_liar),
     so that it does not propose them again."""
+    import optuna
+
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, constant_liar=workers > 1, **settings)
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+def describe_sampler(kind: str, seed: int, workers: int) -> str:
+    """The sampler as the parent run records it."""
+    if kind == "grid":
+        return "grid (every point, in order)"
+    if kind == "tpe":
+        return f"TPESampler(seed={seed}, constant_liar={workers > 1})"
+    return f"RandomSampler(seed={seed})"
 
 
 def _plain(value) -> bool:
@@ -169,6 +182,10 @@ def run_search(config: SweepConfig, data: TrialData, *, executor, workers: int, 
     it); finish(handle, result) as it ends. The trials are the grid in order with --search
     grid, else --trials trainings proposed by `sampler` (default: make_sampler's).
     """
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial otherwise; the sweep reports its own
     metric = config.metric
     epochs = config.base.epochs
     space = Space(config.axes(), config.lr_range)

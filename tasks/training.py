@@ -202,7 +202,7 @@ def train_network(
             train_loss = total.item() / n
             if not np.isfinite(train_loss):
                 raise TrainingDiverged(f"training diverged: train_loss became {train_loss} at epoch {epoch} "
-                                       "(try a lower lr)", epoch)
+                                       "(a lower lr or weight decay may help)", epoch)
             val_loss, val_acc = _val_metrics(model, Xv, yv)
             history["train_loss"].append(train_loss)
             history["val_loss"].append(val_loss)
