@@ -264,12 +264,16 @@ def _worker() -> str:
 _DATA: dict[str, TrialData] = {}
 
 
-class DataNotHere(LookupError):
-    """This worker has no copy of the data for the token it was given: send the arrays with the call."""
+@dataclass(frozen=True)
+class DataNotHere:
+    """Returned (not raised: Dask logs a raised one as a failed task) by a worker without the arrays of `token`:
+    send them with the call."""
+
+    token: str
 
 
 def train_segment(data: TrialData | str, token: str, knobs: dict, resume: TrainingState | None,
-                  stop_after: int) -> TrialOutcome | TrainingState:
+                  stop_after: int) -> TrialOutcome | TrainingState | DataNotHere:
     """Train from `resume` (or from scratch) up to epoch `stop_after`: the state to go on from, or, at the
     training's last epoch, the TrialOutcome (network, history, test probabilities) train_and_score returns.
 
@@ -279,7 +283,7 @@ def train_segment(data: TrialData | str, token: str, knobs: dict, resume: Traini
     start = time.perf_counter()
     if isinstance(data, str):
         if data not in _DATA:
-            raise DataNotHere(token)
+            return DataNotHere(token)
         data = _DATA[data]
     elif token not in _DATA:
         _DATA.clear()

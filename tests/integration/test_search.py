@@ -12,8 +12,8 @@ from trackflow.config import SweepConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-BASE = TrainConfig(n_samples=400, epochs=9)
-# Hopeless learning rates beside good ones: ASHA (rungs at epochs 1 and 3 of 9) stops some of them.
+BASE = TrainConfig(n_samples=400, epochs=8)
+# Hopeless learning rates beside good ones: ASHA (rungs at epochs 2 and 4 of 8) stops some of them.
 LRS = [1e-2, 3e-2, 1e-6, 3e-7, 1e-7, 2e-6]
 
 
@@ -34,21 +34,21 @@ def check_search_record(client, res, n_trials):
         steps = [m.step for m in client.get_metric_history(k.info.run_id, "val_accuracy")]
         if outcome[k.info.run_id] == "pruned":  # its curves stop at the epoch it stopped at
             stopped = int(k.data.metrics["stopped_epoch"])
-            assert k.data.tags["trackflow.stopped_epoch"] == str(stopped) and stopped in (1, 3)
+            assert k.data.tags["trackflow.stopped_epoch"] == str(stopped) and stopped in (2, 4)
             assert steps == list(range(1, stopped + 1)) and k.info.status == "FINISHED"
             assert "test_accuracy" not in k.data.metrics
             epochs += stopped
         elif outcome[k.info.run_id] == "completed":
-            assert steps == list(range(1, 10)) and "test_accuracy" in k.data.metrics
-            epochs += 9
+            assert steps == list(range(1, 9)) and "test_accuracy" in k.data.metrics
+            epochs += 8
     m = parent.data.metrics
     assert (m["n_completed"], m["n_pruned"], m["n_failed"]) == (
         list(outcome.values()).count("completed"), list(outcome.values()).count("pruned"), 0)
-    assert m["epochs_trained"] == epochs and m["grid_epochs"] == len(LRS) * 9
-    assert m["epochs_vs_grid"] == pytest.approx(epochs / (len(LRS) * 9))
+    assert m["epochs_trained"] == epochs and m["grid_epochs"] == len(LRS) * 8
+    assert m["epochs_vs_grid"] == pytest.approx(epochs / (len(LRS) * 8))
     p = parent.data.params
     assert p["search"] == "tpe" and p["sampler"].startswith("TPESampler(seed=42")
-    assert p["pruner"].startswith("SuccessiveHalvingPruner(min_resource=1, reduction_factor=3")
+    assert p["pruner"].startswith("SuccessiveHalvingPruner(min_resource=2, reduction_factor=2")
     assert "plots/val_accuracy_best_so_far.png" in {a.path for a in client.list_artifacts(res.run_id, "plots")}
     # the best is a completed trial, registered and promoted as a grid's best would be
     assert outcome[res.best.run_id] == "completed"

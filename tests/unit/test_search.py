@@ -48,8 +48,7 @@ def test_training_in_segments_is_bit_identical_to_one_go(data, optimizer, dropou
 def test_a_worker_keeps_the_data_by_token_and_asks_for_it_when_it_lacks_it(data, monkeypatch):
     monkeypatch.setattr(training, "_DATA", {})
     k = knobs(TrainConfig(epochs=2))
-    with pytest.raises(DataNotHere):
-        train_segment("tok", "tok", k, None, 1)
+    assert train_segment("tok", "tok", k, None, 1) == DataNotHere("tok")
     first = train_segment(data, "tok", k, None, 1)
     again = train_segment("tok", "tok", k, None, 1)  # the arrays are kept: the token is enough
     assert first.history == again.history and list(training._DATA) == ["tok"]
@@ -100,8 +99,9 @@ def test_the_trials_option_and_the_planned_trainings():
 
 def test_pruners_act_at_asha_rungs_and_after_the_median_warm_up():
     asha = make_pruner("asha", 20)
-    assert asha.checks == (1, 3, 9) and "SuccessiveHalvingPruner" in asha.description
-    assert make_pruner("asha", 20, min_resource=2, reduction_factor=2).checks == (2, 4, 8, 16)
+    assert asha.checks == (5, 10) and "SuccessiveHalvingPruner(min_resource=5, reduction_factor=2" in asha.description
+    assert make_pruner("asha", 10).checks == (2, 4, 8)  # the first rung at a quarter of the epochs
+    assert make_pruner("asha", 20, min_resource=1, reduction_factor=3).checks == (1, 3, 9)
     median = make_pruner("median", 20)
     assert median.checks == (5, 7, 9, 11, 13, 15, 17, 19) and "MedianPruner" in median.description
     assert make_pruner("none", 20) is None
@@ -133,7 +133,7 @@ def test_grid_with_asha_runs_the_grid_in_order_and_prunes_the_hopeless(data):
     assert outcomes[1e-2] == "completed" and "pruned" in outcomes.values()
     for i, r in ended.items():
         if r.outcome == "pruned":  # stopped at a rung, with its curves up to there
-            assert r.epoch in (1, 3, 9) and len(r.history["val_accuracy"]) == r.epoch == r.epochs
+            assert r.epoch in (2, 4, 8) and len(r.history["val_accuracy"]) == r.epoch == r.epochs
         else:
             assert len(r.history["val_accuracy"]) == 10 and r.training is not None
     assert summary.segments < 4 * 4  # one call per rung reached, not one per epoch
