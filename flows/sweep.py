@@ -290,9 +290,10 @@ def report_sweep(config: SweepConfig, result: SweepResult) -> None:
         xs.append(t.config.lr)
         ys.append(t.value(metric))
     steps.log_figures(result.run_id, {f"{metric}_vs_lr": plot_metric_vs_lr(series, metric)})
-    steps.log_figures(result.run_id, {f"{metric}_best_so_far": plot_best_so_far(
-        [(t.status, t.value(metric) if t.outcome else None) for t in result.trials], metric,
-        SWEEP_METRICS[metric])})
+    if result.search is not None:  # a search's trials in the order it chose them (a grid's order says nothing)
+        steps.log_figures(result.run_id, {f"{metric}_best_so_far": plot_best_so_far(
+            [(t.status, t.value(metric) if t.outcome else None) for t in result.trials], metric,
+            SWEEP_METRICS[metric])})
     steps.log_metrics(result.run_id, {f"best_{metric}": best.value(metric)} | study_metrics(config, result)
                       | {f"best_{k}": v for k, v in best.evaluation.metrics.items()})
     steps.log_params(result.run_id, {"best_lr": best.config.lr, "best_optimizer": best.config.optimizer,
