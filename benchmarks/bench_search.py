@@ -12,6 +12,7 @@
    local Dask cluster (seconds per extra call; the trial's arrays are sent once).
 
 Usage: python benchmarks/bench_search.py [--quick] [--trials N] [--min-resource N] [--reduction-factor N]
+       [--startup N] [--multivariate] [--skip-segments | --segments-only]
 """
 
 from __future__ import annotations
@@ -143,10 +144,12 @@ def segment_cost(reps: int) -> None:
                            silence_logs=logging.WARNING)
     client = Client(cluster)
     try:
-        for name, executor in (("processes (WorkerPool)", pool), ("dask (LocalCluster)", client.get_executor(pure=False))):
+        runners = (("processes (WorkerPool)", pool), ("dask (LocalCluster)", client.get_executor(pure=False)))
+        for name, executor in runners:
             _segments(executor, data, knobs, per_epoch)  # worker start, imports, the arrays sent once
-            whole = statistics.median(_segments(executor, data, knobs, one) for _ in range(reps))
-            split = statistics.median(_segments(executor, data, knobs, per_epoch) for _ in range(reps))
+            pairs = [(_segments(executor, data, knobs, one), _segments(executor, data, knobs, per_epoch))
+                     for _ in range(reps)]  # interleaved, so the machine's drift hits both alike
+            whole, split = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
             print(f"  {name:<24} one call {whole:6.3f} s   {len(per_epoch)} calls {split:6.3f} s   "
                   f"{(split - whole) / (len(per_epoch) - 1) * 1000:6.1f} ms per extra segment")
     finally:
@@ -162,19 +165,22 @@ def main() -> None:
                     help=f"trainings of the TPE search (default {DEFAULT_SEARCH_TRIALS}, the sweep's)")
     ap.add_argument("--min-resource", type=int, default=None, help="ASHA's first rung, in epochs")
     ap.add_argument("--reduction-factor", type=int, default=None, help="ASHA's reduction factor")
-    ap.add_argument("--startup", type=int, default=None, help="TPE's random trials before it models (n_startup_trials)")
+    ap.add_argument("--startup", type=int, default=None,
+                    help="TPE's random trials before it models (n_startup_trials)")
     ap.add_argument("--multivariate", action="store_true", help="TPE models the parameters jointly")
     ap.add_argument("--skip-segments", action="store_true", help="leave out the segment-cost part")
+    ap.add_argument("--segments-only", action="store_true", help="only the segment-cost part")
     args = ap.parse_args()
     asha = {k: v for k, v in (("min_resource", args.min_resource), ("reduction_factor", args.reduction_factor))
             if v is not None}
-    with tempfile.TemporaryDirectory(prefix="bench-search-") as work:
-        path = breast_cancer_with_noise(Path(work))
-        tpe = ({"n_startup_trials": args.startup} if args.startup else {}) | (
-            {"multivariate": True} if args.multivariate else {})
-        grid_against_tpe(path, [0] if args.quick else [0, 1, 2], args.trials, asha, tpe)
+    tpe = ({"n_startup_trials": args.startup} if args.startup else {}) | (
+        {"multivariate": True} if args.multivariate else {})
+    if not args.segments_only:
+        with tempfile.TemporaryDirectory(prefix="bench-search-") as work:
+            grid_against_tpe(breast_cancer_with_noise(Path(work)), [0] if args.quick else [0, 1, 2], args.trials,
+                             asha, tpe)
     if not args.skip_segments:
-        segment_cost(1 if args.quick else 5)
+        segment_cost(1 if args.quick else 15)
 
 
 if __name__ == "__main__":

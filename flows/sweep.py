@@ -14,6 +14,10 @@ seconds, where one running Prefect's own task engine (ProcessPoolTaskRunner) too
 on 2 cores, more than it saved (benchmarks/bench_sweep.py). Pool workers die with the
 command, and one that dies fails only its own trial, which runs once more on a fresh
 worker (tasks/workers.py).
+
+With --search random|tpe or --prune, Optuna picks and stops the trials (tasks/search.py):
+a trial's run opens as it starts, and its training goes to the same executors in segments
+that end where the pruner can act.
 """
 
 from __future__ import annotations
@@ -108,7 +112,8 @@ class SweepResult:
         return [t for t in self.trials if t.pruned_at is not None]
 
     def ranked(self) -> list[Trial]:
-        """Completed trials (never pruned ones), best first by `metric` in its direction, then by val_loss, then in grid order."""
+        """Completed trials (never pruned ones), best first by `metric` in its direction, then by val_loss,
+        then in grid order."""
         ok = [t for t in self.trials if t.outcome is not None]  # in grid order: sorted() keeps it among equals
         return sorted(ok, key=lambda t: rank_key(self.metric, t.value(self.metric), t.value(TIEBREAK)))
 

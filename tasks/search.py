@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # optuna is imported where it is used: a grid sweep never loa
 
 @dataclass
 class TrialResult:
-    """How a trial ended: completed (with its training), pruned (at `epoch`) or failed (`error`, at `epoch` if known)."""
+    """How a trial ended: completed (with its training), pruned (at `epoch`) or failed (`error`, and `epoch`
+    when known)."""
 
     outcome: str  # "completed", "pruned" or "failed"
     training: TrialOutcome | None = None

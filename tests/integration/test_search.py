@@ -1,9 +1,13 @@
 """Random/TPE search and pruning through the real flow: nested runs, outcomes, the study's record, every runner."""
 
 import io
+import json
 import os
 
+import httpx
+
 import pytest
+from prefect.settings import PREFECT_API_URL
 from rich.console import Console
 
 from cli.views import runs_show
@@ -73,15 +77,23 @@ def test_tpe_with_asha_on_worker_processes(client, runner):
     shown = out.getvalue()
     assert shown.count("pruned after epoch") == len(res.pruned)
     table = shown.split("Trials ranked by")[1]
-    ranked = [line.strip("│ ").split()[0] for line in table.splitlines() if any(t.run_id in line for t in res.ranked())]
+    ranked = [line.strip("│ ").split()[0] for line in table.splitlines()
+              if any(t.run_id in line for t in res.ranked())]
     assert ranked == [str(i) for i in range(1, len(res.ranked()) + 1)]
 
 
 def test_tpe_with_asha_here_records_pruned_trials(client):
     res = sweep_pipeline(SweepConfig(base=BASE, lrs=LRS, search="tpe", n_trials=6, prune="asha",
                                      runner="sequential"))
-    check_search_record(client, res, 6)
+    outcome = check_search_record(client, res, 6)
     assert res.search.segments < 6 * 3  # one call per rung reached
+    # the Prefect table: every trial with its outcome, completed ones ranked first
+    flow_run_id = client.get_run(res.run_id).data.tags["prefect.flow_run_id"]
+    body = {"artifacts": {"key": {"any_": ["sweep-trials"]}, "flow_run_id": {"any_": [flow_run_id]}}}
+    [artifact] = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
+    rows = json.loads(artifact["data"]) if isinstance(artifact["data"], str) else artifact["data"]
+    assert {r["mlflow_run_id"]: r["outcome"] for r in rows} == outcome
+    assert [r["rank"] for r in rows if r["outcome"] == "completed"] == list(range(1, len(res.ranked()) + 1))
 
 
 def test_a_diverging_trial_fails_with_its_epoch_and_the_sweep_goes_on(client):
