@@ -64,6 +64,7 @@ class Trial:
     evaluation: Evaluation | None = None
     error: str | None = None  # set when it failed
     pruned_at: int | None = None  # the epoch it was pruned after
+    pruned_history: dict[str, list[float]] | None = None  # its curves up to there
     epochs_trained: int = 0
 
     @property
@@ -217,7 +218,7 @@ def finish_trial(trial: Trial, result: TrialResult, encoded: Encoded) -> None:
         steps.set_tags(trial.run_id, tags | {"trackflow.worker": value.worker})
         steps.end_run(trial.run_id, "FINISHED")
     elif result.outcome == "pruned":
-        trial.pruned_at = result.epoch
+        trial.pruned_at, trial.pruned_history = result.epoch, result.history
         steps.log_metrics(trial.run_id, {"stopped_epoch": result.epoch}, result.history)
         steps.set_tags(trial.run_id, tags | {"trackflow.stopped_epoch": str(result.epoch)})
         steps.end_run(trial.run_id, "FINISHED")  # it ended as the pruner decided, not in error
@@ -297,7 +298,8 @@ def report_sweep(config: SweepConfig, result: SweepResult) -> None:
     steps.log_figures(result.run_id, {f"{metric}_vs_lr": plot_metric_vs_lr(series, metric)})
     if result.search is not None:  # a search's trials in the order it chose them (a grid's order says nothing)
         steps.log_figures(result.run_id, {f"{metric}_best_so_far": plot_best_so_far(
-            [(t.status, t.value(metric) if t.outcome else None) for t in result.trials], metric,
+            [(t.status, t.value(metric) if t.outcome else t.pruned_history[metric][-1] if t.pruned_history else None)
+             for t in result.trials], metric,
             SWEEP_METRICS[metric])})
     steps.log_metrics(result.run_id, {f"best_{metric}": best.value(metric)} | study_metrics(config, result)
                       | {f"best_{k}": v for k, v in best.evaluation.metrics.items()})

@@ -159,3 +159,15 @@ def test_tpe_draws_trials_from_a_range_and_a_diverging_trial_fails_with_its_epoc
             assert r.error.startswith("TrainingDiverged: training diverged") and r.epoch >= 1
     # lr * weight_decay >= 2 flips the weights' sign and grows them each step: those trials diverge
     assert {r.outcome for i, r in ended.items() if started[i].lr * 100 >= 2} == {"failed"}
+
+
+def test_the_best_so_far_figure_carries_the_best_completed_value_through_pruned_and_failed_trials():
+    from tasks.plots import plot_best_so_far
+
+    fig = plot_best_so_far([("pruned", 0.6), ("completed", 0.8), ("pruned", 0.95), ("failed", None),
+                            ("completed", 0.7), ("completed", 0.9)], "val_accuracy", "max")
+    step, completed, pruned, failed = fig.axes[0].lines
+    assert list(step.get_xdata()) == [2, 3, 4, 5, 6] and list(step.get_ydata()) == [0.8, 0.8, 0.8, 0.8, 0.9]
+    assert list(pruned.get_xdata()) == [1, 3] and list(failed.get_xdata()) == [4]
+    low = plot_best_so_far([("completed", 0.5), ("completed", 0.3)], "val_loss", "min").axes[0].lines[0]
+    assert list(low.get_ydata()) == [0.5, 0.3]
