@@ -171,3 +171,13 @@ def test_the_best_so_far_figure_carries_the_best_completed_value_through_pruned_
     assert list(pruned.get_xdata()) == [1, 3] and list(failed.get_xdata()) == [4]
     low = plot_best_so_far([("completed", 0.5), ("completed", 0.3)], "val_loss", "min").axes[0].lines[0]
     assert list(low.get_ydata()) == [0.5, 0.3]
+
+
+def test_median_pruning_stops_trials_below_the_median_at_its_checks(data):
+    cfg = SweepConfig(base=TrainConfig(n_samples=400, epochs=8), lrs=[1e-2, 2e-2, 1e-6, 1e-7], prune="median")
+    pruning = make_pruner("median", 8, n_startup_trials=2)
+    assert pruning.checks == (2, 3, 4, 5, 6, 7)
+    started, ended, _ = search(cfg, data, pruning=pruning)
+    outcomes = {started[i].lr: (r.outcome, r.epochs) for i, r in ended.items()}
+    assert outcomes[1e-2] == outcomes[2e-2] == ("completed", 8)  # the first two: the pruner's start-up
+    assert outcomes[1e-6][0] == outcomes[1e-7][0] == "pruned" and outcomes[1e-6][1] == 2
