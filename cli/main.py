@@ -254,8 +254,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for t in result.ranked():
         print(f"  {t.label:<36} {result.metric} {t.value(result.metric):.4f}"
               f"  test_accuracy {t.evaluation.metrics['test_accuracy']:.4f}  run {t.run_id}")
+    for t in result.pruned:
+        print(f"  {t.label:<36} pruned after epoch {t.pruned_at}  run {t.run_id}")
     for t in result.failed:
         print(f"  {t.label:<36} FAILED: {t.error}")
+    if result.search is not None:
+        trained = sum(t.epochs_trained for t in result.trials)
+        grid = "" if config.lr_range else f" (the full grid: {len(config.trials()) * base.epochs})"
+        print(f"Search ({config.search}, prune {config.prune}): {len(result.ranked())} completed, "
+              f"{len(result.pruned)} pruned, {len(result.failed)} failed; {trained} epochs trained{grid}; "
+              f"stopped: {result.search.stop_reason}")
     if result.model_version:
         print(f"Best registered as models:/{base.model_name}/{result.model_version}")
         print(f"Promotion: {result.promotion_reason or 'not considered (--no-promote)'}")

@@ -22,6 +22,7 @@ from trackflow.runs import FLOW_RUN_TAG, PARENT_TAG
 KEY_METRICS = ("test_accuracy", "test_f1", "test_f1_macro", "best_val_accuracy", "best_test_accuracy", "n_inputs",
                "n_failed", "inputs_per_second")
 LIST_METRICS = 3
+OUTCOME_TAG = "trackflow.outcome"  # a sweep trial's end: completed, pruned or failed
 
 
 def client():
@@ -135,7 +136,8 @@ def ranked_trials(c, parent) -> tuple[str, list, list]:
     metric = parent.data.params.get("metric", "val_accuracy")
     trials = c.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
                            max_results=1000)
-    ok = [t for t in trials if t.info.status == "FINISHED" and metric in t.data.metrics]
+    ok = [t for t in trials if t.info.status == "FINISHED" and metric in t.data.metrics
+          and t.data.tags.get(OUTCOME_TAG, "completed") == "completed"]  # a pruned trial's last value is no result
     ok.sort(key=lambda t: t.data.metrics[metric], reverse=SWEEP_METRICS.get(metric, "max") == "max")
     return metric, ok, [t for t in trials if t not in ok]
 
@@ -188,7 +190,10 @@ def runs_show(run_id: str, console: Console | None = None) -> int:
             t.add_row(str(i), trial.info.run_name, f"{m[metric]:.4f}",
                       f"{m['test_accuracy']:.4f}" if "test_accuracy" in m else "-", trial.info.run_id)
         for trial in others:
-            t.add_row("-", trial.info.run_name, trial.info.status, "-", trial.info.run_id)
+            outcome = trial.data.tags.get(OUTCOME_TAG)
+            why = (f"pruned after epoch {trial.data.tags.get('trackflow.stopped_epoch', '?')}" if outcome == "pruned"
+                   else trial.info.status)
+            t.add_row("-", trial.info.run_name, why, "-", trial.info.run_id)
         out.print(t)
     return 0
 

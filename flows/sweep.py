@@ -14,6 +14,10 @@ seconds, where one running Prefect's own task engine (ProcessPoolTaskRunner) too
 on 2 cores, more than it saved (benchmarks/bench_sweep.py). Pool workers die with the
 command, and one that dies fails only its own trial, which runs once more on a fresh
 worker (tasks/workers.py).
+
+With --search random|tpe or --prune, Optuna picks and stops the trials (tasks/search.py):
+a trial's run opens as it starts, and its training goes to the same executors in segments
+that end where the pruner can act.
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ from flows.common import (load_args, log_model, network_args, prefect_tags, regi
 from tasks import tracking
 from tasks.data import Encoded, Splits, Table
 from tasks.evaluation import Evaluation, evaluate
-from tasks.plots import plot_metric_vs_lr
+from tasks.plots import plot_best_so_far, plot_metric_vs_lr
 from tasks.registry import TIEBREAK, rank_key
+from tasks.search import SearchSummary, TrialResult, describe_sampler, make_pruner, run_search
 from tasks.training import TrialOutcome, estimate_seconds
 from tasks.workers import WorkerPool
 from trackflow import store
-from trackflow.config import SWEEP_AXES, SweepConfig, TrainConfig, trial_label
+from trackflow.config import SWEEP_AXES, SWEEP_METRICS, SweepConfig, TrainConfig, trial_label
 from trackflow.runs import is_interrupt
 
 # Measured here (benchmarks/bench_sweep.py, 2 cores): a pool's workers return their first
@@ -55,10 +60,19 @@ WORTH_IT = 0.8
 class Trial:
     config: TrainConfig
     run_id: str
-    outcome: TrialOutcome | None = None
+    outcome: TrialOutcome | None = None  # set when it completed
     evaluation: Evaluation | None = None
-    error: str | None = None
+    error: str | None = None  # set when it failed
     varied: Collection[str] = ()  # the fields that differ between the sweep's trials (SweepConfig.varied)
+    pruned_at: int | None = None  # the epoch it was pruned after
+    pruned_history: dict[str, list[float]] | None = None  # its curves up to there
+    epochs_trained: int = 0
+
+    @property
+    def status(self) -> str:
+        """completed, pruned or failed (trackflow.outcome); running while none of these."""
+        return ("completed" if self.outcome is not None else "failed" if self.error is not None
+                else "pruned" if self.pruned_at is not None else "running")
 
     @property
     def label(self) -> str:
@@ -90,12 +104,19 @@ class SweepResult:
     promoted: bool = False
     promotion_reason: str = ""
 
+    search: SearchSummary | None = None
+
     @property
     def failed(self) -> list[Trial]:
         return [t for t in self.trials if t.error is not None]
 
+    @property
+    def pruned(self) -> list[Trial]:
+        return [t for t in self.trials if t.pruned_at is not None]
+
     def ranked(self) -> list[Trial]:
-        """Completed trials, best first by `metric` in its direction, then by val_loss, then in grid order."""
+        """Completed trials (never pruned ones), best first by `metric` in its direction, then by val_loss,
+        then in grid order."""
         ok = [t for t in self.trials if t.outcome is not None]  # in grid order: sorted() keeps it among equals
         return sorted(ok, key=lambda t: rank_key(self.metric, t.value(self.metric), t.value(TIEBREAK)))
 
@@ -164,7 +185,7 @@ def trial_executor(plan: RunnerPlan) -> Iterator[object]:
         n_workers=plan.workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
     client = Client(plan.address or cluster)
     try:
-        yield client.get_executor()
+        yield client.get_executor(pure=False)  # a segment resent after a worker lacked the data is a new call
     finally:
         client.close()
         if cluster is not None:
@@ -173,33 +194,56 @@ def trial_executor(plan: RunnerPlan) -> Iterator[object]:
 
 def open_trials(grid: list[TrainConfig], varied: Collection[str], table: Table, experiment_id: str,
                 parent: str) -> list[Trial]:
-    """One nested RUNNING run per grid point, named by its `varied` values, with its params and the dataset,
-    before any trial starts."""
-    trials = []
-    for c in grid:
-        trial = Trial(c, "", varied=varied)
-        trial.run_id = steps.start_run(experiment_id, run_name=f"trial-{trial.label}",
-                                       tags=prefect_tags() | {"trackflow.kind": "trial"}, parent_run_id=parent)
-        steps.log_params(trial.run_id, training_params(c, table))
-        steps.log_dataset(trial.run_id, table)
-        trials.append(trial)
-    return trials
+    """One nested RUNNING run per grid point, with its params and the dataset, before any trial starts."""
+    return [open_trial(c, varied, table, experiment_id, parent) for c in grid]
+
+
+def open_trial(c: TrainConfig, varied: Collection[str], table: Table, experiment_id: str, parent: str) -> Trial:
+    """The trial's nested RUNNING run, named by its `varied` values, with its params and the dataset."""
+    trial = Trial(c, "", varied=varied)
+    trial.run_id = steps.start_run(experiment_id, run_name=f"trial-{trial.label}",
+                                   tags=prefect_tags() | {"trackflow.kind": "trial"}, parent_run_id=parent)
+    steps.log_params(trial.run_id, training_params(c, table))
+    steps.log_dataset(trial.run_id, table)
+    return trial
 
 
 def record_trial(trial: Trial, future, encoded: Encoded) -> None:
-    """The trial's result into its run (metrics and history in one write), or its error; the run is ended."""
+    """A grid trial's Prefect task result into its run (finish_trial)."""
     value = future.result(raise_on_failure=False)
     if future.state.is_completed():
+        finish_trial(trial, TrialResult("completed", training=value, history=value.history), encoded)
+    else:
+        finish_trial(trial, TrialResult("failed", error=f"{type(value).__name__}: {value}",
+                                        epoch=getattr(value, "epoch", None)), encoded)
+
+
+def finish_trial(trial: Trial, result: TrialResult, encoded: Encoded) -> None:
+    """How the trial ended into its run, which is ended: a completed one's metrics and history in one write;
+    a pruned one's curves up to the epoch it stopped at; a failed one's error (and the epoch, when known).
+    Every trial gets `trackflow.outcome`."""
+    trial.epochs_trained = result.epochs
+    tags = {"trackflow.outcome": result.outcome}
+    if result.outcome == "completed":
+        value = result.training
         trial.outcome = value
         trial.evaluation = evaluate(value.proba_test, encoded.data.y_test, encoded.classes)
         steps.log_metrics(trial.run_id, trial.evaluation.metrics | {"train_seconds": value.seconds,
                                                                     "train_samples_per_second": value.samples_per_second},
                           value.history)
-        steps.set_tags(trial.run_id, {"trackflow.worker": value.worker})
+        steps.set_tags(trial.run_id, tags | {"trackflow.worker": value.worker})
         steps.end_run(trial.run_id, "FINISHED")
+    elif result.outcome == "pruned":
+        trial.pruned_at, trial.pruned_history = result.epoch, result.history
+        steps.log_metrics(trial.run_id, {"stopped_epoch": result.epoch}, result.history)
+        steps.set_tags(trial.run_id, tags | {"trackflow.stopped_epoch": str(result.epoch)})
+        steps.end_run(trial.run_id, "FINISHED")  # it ended as the pruner decided, not in error
     else:
-        trial.error = f"{type(value).__name__}: {value}"
-        steps.set_tags(trial.run_id, {"trackflow.error": trial.error[:5000]})
+        trial.error = result.error
+        if result.history:
+            steps.log_metrics(trial.run_id, {}, result.history)
+        epoch = {"trackflow.failed_epoch": str(result.epoch)} if result.epoch is not None else {}
+        steps.set_tags(trial.run_id, tags | epoch | {"trackflow.error": trial.error[:5000]})
         steps.end_run(trial.run_id, "FAILED")
         print(f"trial {trial.label} failed: {trial.error}")
 
@@ -222,6 +266,28 @@ def run_trials(plan: RunnerPlan, encoded: Encoded, trials: list[Trial]) -> None:
                 runner.__exit__(type(exc), exc, exc.__traceback__)
             raise
         runner.__exit__(None, None, None)
+
+
+def search_trials(config: SweepConfig, plan: RunnerPlan, encoded: Encoded, table: Table, experiment_id: str,
+                  result: SweepResult) -> None:
+    """--search random|tpe, or a grid with --prune: Optuna proposes and prunes (tasks/search.py), this process
+    records each trial's run as it starts and ends; a failure is recorded, not raised."""
+    pruning = make_pruner(config.prune, config.base.epochs)
+
+    def start(c: TrainConfig) -> Trial:
+        trial = open_trial(c, config.varied(), table, experiment_id, result.run_id)
+        result.trials.append(trial)
+        return trial
+
+    with trial_executor(plan) as executor:
+        try:
+            result.search = run_search(config, encoded.data, executor=executor, workers=plan.workers,
+                                       knobs=network_args, start=start, pruning=pruning,
+                                       finish=lambda trial, r: finish_trial(trial, r, encoded))
+        except BaseException as exc:
+            tracking.end_unfinished([t.run_id for t in result.trials], "KILLED" if is_interrupt(exc) else "FAILED")
+            raise
+    print(f"Search stopped: {result.search.stop_reason}")
 
 
 def record_best(config: SweepConfig, result: SweepResult, encoded: Encoded, splits: Splits) -> None:
@@ -251,21 +317,45 @@ def report_sweep(config: SweepConfig, result: SweepResult) -> None:
     """The parent run's figure, best-of metrics and params, and the Prefect table of trials."""
     metric, ok, best, varied = config.metric, result.ranked(), result.best, config.varied()
     steps.log_figures(result.run_id, {f"{metric}_vs_lr": plot_metric_vs_lr(lr_series(ok, varied, metric), metric)})
-    steps.log_metrics(result.run_id, {f"best_{metric}": best.value(metric), "n_failed": len(result.failed)}
+    if result.search is not None:  # a search's trials in the order it chose them (a grid's order says nothing)
+        steps.log_figures(result.run_id, {f"{metric}_best_so_far": plot_best_so_far(
+            [(t.status, t.value(metric) if t.outcome else t.pruned_history[metric][-1] if t.pruned_history else None)
+             for t in result.trials], metric,
+            SWEEP_METRICS[metric])})
+    steps.log_metrics(result.run_id, {f"best_{metric}": best.value(metric)} | study_metrics(config, result)
                       | {f"best_{k}": v for k, v in best.evaluation.metrics.items()})
     steps.log_params(result.run_id, {f"best_{field}": _param(getattr(best.config, field))
                                      for field in ("lr", "optimizer", "dropout", *varied)} | {"best_run_id": best.run_id})
-    rows = [{"rank": i + 1, "trial": t.label, "status": "ok", metric: round(t.value(metric), 4),
-             **{k: round(v, 4) for k, v in t.evaluation.metrics.items()}, "mlflow_run_id": t.run_id}
-            for i, t in enumerate(ok)]
-    rows += [{"rank": None, "trial": t.label, "status": "failed", "error": t.error, "mlflow_run_id": t.run_id}
-             for t in result.failed]
+    rows = [{"rank": i + 1, "trial": t.label, "outcome": "completed", "epochs": t.epochs_trained,
+             metric: round(t.value(metric), 4), **{k: round(v, 4) for k, v in t.evaluation.metrics.items()},
+             "mlflow_run_id": t.run_id} for i, t in enumerate(ok)]
+    rows += [{"rank": None, "trial": t.label, "outcome": "pruned", "epochs": t.pruned_at,
+              "mlflow_run_id": t.run_id} for t in result.pruned]
+    rows += [{"rank": None, "trial": t.label, "outcome": "failed", "epochs": t.epochs_trained, "error": t.error,
+              "mlflow_run_id": t.run_id} for t in result.failed]
     steps.publish_table("sweep-trials", rows, f"Trials ranked by {metric} (best first)")
 
 
 def _param(value) -> object:
     """A param's value as MLflow records it: lists as JSON, as training_params does."""
     return json.dumps(value) if isinstance(value, list) else value
+
+
+def study_metrics(config: SweepConfig, result: SweepResult) -> dict[str, float]:
+    """How the search went: trials by outcome, and the epochs it trained against the full grid's."""
+    out = {"n_completed": len(result.ranked()), "n_pruned": len(result.pruned), "n_failed": len(result.failed),
+           "epochs_trained": sum(t.epochs_trained for t in result.trials)}
+    if config.lr_range is None:  # a learning-rate range has no grid to compare with
+        out["grid_epochs"] = len(config.trials()) * config.base.epochs
+        out["epochs_vs_grid"] = out["epochs_trained"] / out["grid_epochs"]
+    return out
+
+
+def search_params(config: SweepConfig, workers: int) -> dict[str, object]:
+    pruning = make_pruner(config.prune, config.base.epochs)
+    return {"search": config.search, "sampler": describe_sampler(config.search, config.base.seed, workers),
+            "prune": config.prune, "pruner": pruning.description if pruning else "none"} \
+        | ({"lr_range": json.dumps(config.lr_range)} if config.lr_range else {})
 
 
 def sweep_params(config: SweepConfig, plan: RunnerPlan, n_trials: int) -> dict[str, object]:
@@ -281,23 +371,27 @@ def sweep_params(config: SweepConfig, plan: RunnerPlan, n_trials: int) -> dict[s
 def sweep_pipeline(config: SweepConfig = SweepConfig()) -> SweepResult:
     """Train one nested MLflow run per grid point, pick the best by `config.metric`, promote it if it wins."""
     store.configure()
-    base, grid = config.base, config.trials()
+    base, grid, planned = config.base, config.trials(), config.planned_trials()
     table = steps.load_data(**load_args(base, grid))  # bad data stops here, before any run is made
     splits = steps.split_table(table, base.test_size, base.val_size, base.seed)
     encoded = steps.encode_splits(splits)  # once: every trial trains on the same arrays
-    plan = plan_runner(config, trial_seconds(encoded.data, grid), len(grid), os.cpu_count() or 1)
+    plan = plan_runner(config, trial_seconds(encoded.data, grid), planned, os.cpu_count() or 1)
     print(f"Trials run {plan.reason}")
     experiment_id = steps.ensure_experiment(base.experiment)  # once, before the fan-out
-    parent = steps.start_run(experiment_id, run_name=f"sweep-{len(grid)}-trials",
+    parent = steps.start_run(experiment_id, run_name=f"sweep-{planned}-trials",
                              tags=prefect_tags() | {"trackflow.kind": "sweep"})
     result = SweepResult(parent, experiment_id, config.metric, plan)
     with tracked(parent):
-        steps.log_params(parent, sweep_params(config, plan, len(grid)))
+        steps.log_params(parent, sweep_params(config, plan, planned) | search_params(config, plan.workers))
         steps.log_dataset(parent, table)
-        result.trials = open_trials(grid, config.varied(), table, experiment_id, parent)
-        run_trials(plan, encoded, result.trials)
+        if config.search == "grid" and config.prune == "none":  # every grid point, one call each
+            result.trials = open_trials(grid, config.varied(), table, experiment_id, parent)
+            run_trials(plan, encoded, result.trials)
+        else:
+            search_trials(config, plan, encoded, table, experiment_id, result)
         if not result.ranked():
-            raise RuntimeError(f"all {len(grid)} trials failed; first error: {result.trials[0].error}")
+            first = next((t.error for t in result.trials if t.error), "none failed: every trial was pruned")
+            raise RuntimeError(f"no trial of {len(result.trials)} completed; first error: {first}")
         result.best = result.ranked()[0]
         record_best(config, result, encoded, splits)
         report_sweep(config, result)

@@ -101,3 +101,33 @@ def plot_metric_vs_lr(series: dict[str, tuple[list[float], list[float]]], metric
     if len(series) > 1:
         ax.legend()
     return fig
+
+
+def plot_best_so_far(trials: Sequence[tuple[str, float | None]], metric: str, direction: str) -> "Figure":
+    """A search trial by trial, in the order they started: each completed trial's `metric` (dots), the best so far
+    among completed ones (a step line), pruned trials at their value when stopped (crosses), failed ones on the
+    axis (triangles). `trials`: (outcome, value) each; a pruned trial's value is its last reported one."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = _figure()
+    pick = max if direction == "max" else min
+    xs, best, so_far = [], [], None
+    for i, (outcome, value) in enumerate(trials, 1):
+        if outcome == "completed":
+            so_far = value if so_far is None else pick(so_far, value)
+        if so_far is not None:
+            xs.append(i)
+            best.append(so_far)
+    ax.step(xs, best, where="post", color="tab:red", label=f"best so far ({direction})")
+    for kind, marker, color in (("completed", "o", "tab:blue"), ("pruned", "x", "grey")):
+        points = [(i, v) for i, (outcome, v) in enumerate(trials, 1) if outcome == kind and v is not None]
+        if points:
+            ax.plot(*zip(*points), marker, color=color, alpha=0.7, label=f"{kind} trial")
+    failed = [i for i, (outcome, _) in enumerate(trials, 1) if outcome == "failed"]
+    if failed:
+        low = min((v for _, v in trials if v is not None), default=0.0)
+        ax.plot(failed, [low] * len(failed), "v", color="black", label="failed trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="trial (in the order started)", ylabel=metric, title=f"Best {metric} so far")
+    ax.legend(fontsize="small")
+    return fig

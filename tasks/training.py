@@ -36,10 +36,39 @@ _SMALL_MODEL = 1_000_000
 
 
 @dataclass
+class TrainingState:
+    """Where a training stopped between epochs, all it takes to go on bit for bit as if it had not stopped:
+    the weights, the optimizer's state, both generators' states, the history so far."""
+
+    weights: dict[str, torch.Tensor]
+    optimizer: dict
+    torch_rng: torch.Tensor
+    numpy_rng: dict
+    history: dict[str, list[float]]
+    seconds: float  # spent training so far, for the throughput
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history["train_loss"])
+
+
+class TrainingDiverged(ArithmeticError):
+    """The training loss became NaN or infinite: the training cannot go on. Carries the epoch (from 1)."""
+
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message, epoch)  # both in args: the exception pickles back from a worker as it was
+        self.epoch = epoch
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@dataclass
 class TrainedNetwork:
     model: MLPClassifier
     history: dict[str, list[float]]
     samples_per_second: float
+    state: TrainingState | None = None  # set when the training stopped before its last epoch
 
 
 @dataclass(frozen=True)
@@ -124,19 +153,31 @@ def train_network(
     X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *, n_classes: int,
     hidden_layers: Sequence[int], dropout: float, optimizer: str, lr: float, weight_decay: float, batch_size: int,
     epochs: int, seed: int, device: str, activation: str, momentum: float, l1: float,
+    resume: TrainingState | None = None, stop_after: int | None = None,
 ) -> TrainedNetwork:
     """Fit an MLPClassifier on encoded features and integer labels; train_loss, val_loss, val_accuracy per epoch.
 
     Every random draw (initial weights, shuffling, dropout) comes from generators seeded
     with `seed`, none from torch's global one: the same seed gives the same model, also
     when several trainings share a process.
+
+    In segments: `stop_after` (an epoch, from 1) stops there and returns the state to go
+    on from (`resume`); training in segments gives the same weights and history, bit for
+    bit, as training in one go. A loss that becomes NaN or infinite raises TrainingDiverged
+    (checked once an epoch, where the epoch's loss is read anyway).
     """
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = MLPClassifier(X_train.shape[1], hidden_layers, n_classes, dropout, activation)
     model.reset_parameters(gen)
+    if resume is not None:
+        model.load_state_dict(resume.weights)
+        gen.set_state(resume.torch_rng)
+        rng.bit_generator.state = resume.numpy_rng
     model.to(dev)
+    first = resume.epochs_done if resume is not None else 0
+    last = epochs if stop_after is None else min(stop_after, epochs)
     keep = 1.0 - dropout
 
     # torch.tensor copies: pandas hands out read-only arrays, which torch will not wrap.
@@ -146,12 +187,15 @@ def train_network(
     yv = torch.tensor(np.asarray(y_val, dtype=np.int64), device=dev)
     n, bs = len(y), batch_size
     chunk = max(bs, _CHUNK // bs * bs)
-    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
+    history: dict[str, list[float]] = ({k: list(v) for k, v in resume.history.items()} if resume is not None
+                                       else {"train_loss": [], "val_loss": [], "val_accuracy": []})
     start = time.perf_counter()
     with _threads_for(model, dev), _flat_parameters(model) as flat:
         opt = make_optimizer(optimizer, flat, lr=lr, weight_decay=weight_decay, momentum=momentum, device=dev)
+        if resume is not None:
+            opt.load_state_dict(resume.optimizer)
         weights = [layer.weight for layer in (*model.hidden, model.head)]  # what the L1 penalty sums over
-        for _ in range(epochs):
+        for epoch in range(first + 1, last + 1):
             model.train()
             perm = torch.randperm(n, generator=gen).to(dev)
             total = torch.zeros((), device=dev)  # summed on the device: no host sync per step
@@ -166,12 +210,34 @@ def train_network(
                     (loss + l1 * sum(w.abs().sum() for w in weights) if l1 else loss).backward()
                     opt.step()
                     total.add_(loss.detach(), alpha=len(yc[s]))
+            train_loss = total.item() / n
+            if not np.isfinite(train_loss):
+                raise TrainingDiverged(f"training diverged: train_loss became {train_loss} at epoch {epoch} "
+                                       "(a lower lr or weight decay may help)", epoch)
             val_loss, val_acc = _val_metrics(model, Xv, yv)
-            history["train_loss"].append(total.item() / n)
+            history["train_loss"].append(train_loss)
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(val_acc)
-    elapsed = time.perf_counter() - start
+        state = None
+        if last < epochs:
+            state = TrainingState({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                                  _cpu(opt.state_dict()), gen.get_state(), rng.bit_generator.state, history, 0.0)
+    elapsed = time.perf_counter() - start + (resume.seconds if resume is not None else 0.0)
+    if state is not None:
+        state.seconds = elapsed
+        return TrainedNetwork(model.cpu().eval(), history, n * (last / elapsed if elapsed else 0.0), state)
     return TrainedNetwork(model.cpu().eval(), history, n * epochs / elapsed)
+
+
+def _cpu(tree):
+    """An optimizer's state_dict with its tensors copied to the CPU (they travel between processes)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu().clone()
+    if isinstance(tree, dict):
+        return {k: _cpu(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_cpu(v) for v in tree]
+    return tree
 
 
 def _dropout_mask(rng: np.random.Generator, rows: int, width: int, keep: float, device) -> torch.Tensor:
@@ -190,11 +256,57 @@ def train_and_score(
                             hidden_layers=hidden_layers, dropout=dropout, optimizer=optimizer, lr=lr,
                             weight_decay=weight_decay, batch_size=batch_size, epochs=epochs, seed=seed, device=device,
                             activation=activation, momentum=momentum, l1=l1)
+    return _scored(trained, data, start)
+
+
+def _scored(trained: TrainedNetwork, data: TrialData, start: float) -> TrialOutcome:
     with torch.no_grad():
         x = torch.tensor(data.X_test)
         proba = torch.cat([torch.softmax(trained.model(x[i : i + 65_536]), 1) for i in range(0, len(x), 65_536)])
     return TrialOutcome(trained.model, trained.history, trained.samples_per_second, proba.numpy(),
-                        time.perf_counter() - start, f"{socket.gethostname()}:{os.getpid()}")
+                        time.perf_counter() - start, _worker())
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# This process's copy of a sweep's data, by token: a worker gets the arrays once, not with each segment.
+# One entry: a worker serves one sweep's trials at a time.
+_DATA: dict[str, TrialData] = {}
+
+
+@dataclass(frozen=True)
+class DataNotHere:
+    """Returned (not raised: Dask logs a raised one as a failed task) by a worker without the arrays of `token`:
+    send them with the call."""
+
+    token: str
+
+
+def train_segment(data: TrialData | str, token: str, knobs: dict, resume: TrainingState | None,
+                  stop_after: int) -> TrialOutcome | TrainingState | DataNotHere:
+    """Train from `resume` (or from scratch) up to epoch `stop_after`: the state to go on from, or, at the
+    training's last epoch, the TrialOutcome (network, history, test probabilities) train_and_score returns.
+
+    `data` is the arrays, kept in this process under `token` for the next calls, or just the
+    token; DataNotHere when this process does not hold them.
+    """
+    start = time.perf_counter()
+    if isinstance(data, str):
+        if data not in _DATA:
+            return DataNotHere(token)
+        data = _DATA[data]
+    elif token not in _DATA:
+        _DATA.clear()
+        _DATA[token] = data
+    trained = train_network(data.X_train, data.y_train, data.X_val, data.y_val, n_classes=data.n_classes,
+                            resume=resume, stop_after=stop_after, **knobs)
+    if trained.state is not None:
+        return trained.state
+    outcome = _scored(trained, data, start)
+    outcome.seconds += resume.seconds if resume is not None else 0.0  # the earlier segments' training
+    return outcome
 
 
 def train_on(

@@ -140,6 +140,9 @@ class TrainConfig(_Config):
         return self
 
 
+DEFAULT_SEARCH_TRIALS = 20
+"""Trainings a random or TPE search runs unless --trials says otherwise."""
+
 SWEEP_METRICS = {"val_accuracy": "max", "val_loss": "min"}
 """Validation metrics a sweep can rank trials by, and which direction is better."""
 
@@ -220,6 +223,23 @@ class SweepConfig(_Config):
     dask_address: str | None = Field(
         None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to run the trials on."
     )
+    search: Literal["grid", "random", "tpe"] = Field(
+        "grid", description="How trials are chosen: grid = every combination of the lists, in order; random = "
+        "Optuna's RandomSampler over the same lists; tpe = Optuna's TPESampler, which learns from finished trials.",
+    )
+    n_trials: int | None = Field(
+        None, ge=1, le=10_000, description="Trainings for --search random|tpe (a point already tried is not "
+        f"trained again and does not count); default: {DEFAULT_SEARCH_TRIALS}, or the grid's size if smaller.",
+    )
+    lr_range: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="LOW,HIGH: with --search random|tpe, draw the learning rate "
+        "log-uniformly from this range instead of from --lrs.",
+    )
+    prune: Literal["none", "median", "asha"] = Field(
+        "none", description="Stop hopeless trials early on their validation --metric, reported each epoch: "
+        "median = Optuna's MedianPruner (below the median of earlier trials at the same epoch); asha = its "
+        "SuccessiveHalvingPruner (asynchronous successive halving).",
+    )
 
     @field_validator("batch_sizes", "activations", "hidden_layers_grid", "l1s", "weight_decays")
     @classmethod
@@ -257,6 +277,18 @@ class SweepConfig(_Config):
         if (n := math.prod(sizes.values())) > 10_000:
             raise ValueError(f"the grid has {n:,} trials, more than 10,000; narrow "
                              + ", ".join(f"{param(axis)} ({k} values)" for axis, k in sizes.items() if k > 1))
+        if self.search == "grid" and self.n_trials is not None:
+            raise ValueError(f"{param('n_trials')} goes with {param('search')} random or tpe; the grid trains every "
+                             "combination")
+        if self.lr_range is not None:
+            low, high = self.lr_range
+            if self.search == "grid":
+                raise ValueError(f"{param('lr_range')} goes with {param('search')} random or tpe; a grid takes "
+                                 f"{param('lrs')}")
+            if "lrs" in self.model_fields_set:
+                raise ValueError(f"give either {param('lrs')} or {param('lr_range')}, not both")
+            if not 0 < low < high <= 10:
+                raise ValueError(f"lr_range must be LOW,HIGH with 0 < LOW < HIGH <= 10; got {low:g},{high:g}")
         return self
 
     def axes(self) -> dict[str, list]:
@@ -273,6 +305,14 @@ class SweepConfig(_Config):
         duplicates (with today's options: optimizer, then dropout, then lr)."""
         axes, base = self.axes(), self.base.model_dump()
         return [TrainConfig(**(base | dict(zip(axes, combo)))) for combo in itertools.product(*axes.values())]
+
+    def planned_trials(self) -> int:
+        """How many trainings the sweep plans: the grid's size, or --trials (default at most the grid's size)."""
+        if self.search == "grid":
+            return len(self.trials())
+        if self.n_trials is not None:
+            return self.n_trials
+        return DEFAULT_SEARCH_TRIALS if self.lr_range else min(DEFAULT_SEARCH_TRIALS, len(self.trials()))
 
 
 class InferConfig(_Config):

@@ -20,7 +20,7 @@ Style = Literal["cli", "config"]
 _style: ContextVar[Style] = ContextVar("trackflow_param_style", default="config")
 
 # Options of the CLI that are not spelled `--<field>`.
-_CLI_SPELLINGS = {"out_dir": "--out", "in_dir": "IN_DIR"}
+_CLI_SPELLINGS = {"out_dir": "--out", "in_dir": "IN_DIR", "n_trials": "--trials"}
 
 
 def flag(field: str) -> str:

@@ -337,3 +337,18 @@ def test_momentum_goes_with_sgd(capsys, restore_gc, monkeypatch):
     assert "needs ~" in capsys.readouterr().err
     assert main(["sweep", "--optimizers", "sgd,adam", "--momentum", "0.5", "--hidden-layers-grid", "64/65536,65536"]) == 2
     assert "the largest trial (hidden layers 65536,65536, batch 32, adam) needs ~" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--trials", "5"], "--trials goes with --search random or tpe"),
+    (["--lr-range", "1e-4,1e-1"], "--lr-range goes with --search random or tpe"),
+    (["--search", "tpe", "--lr-range", "1e-4,1e-1", "--lrs", "0.1"], "either --lrs or --lr-range"),
+    (["--search", "random", "--lr-range", "0.1,0.01"], "0 < LOW < HIGH <= 10"),
+    (["--search", "tpe", "--trials", "0"], "--trials: Input should be greater than or equal to 1"),
+])
+def test_search_options_are_refused_before_any_work(restore_gc, capsys, args, says):
+    from cli.main import main
+
+    assert main(["sweep", *args]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
