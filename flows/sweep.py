@@ -35,6 +35,7 @@ from tasks import tracking
 from tasks.data import Encoded, Splits, Table
 from tasks.evaluation import Evaluation, evaluate
 from tasks.plots import plot_metric_vs_lr
+from tasks.cluster import dask_client
 from tasks.registry import TIEBREAK, rank_key
 from tasks.training import TrialOutcome, estimate_seconds
 from tasks.workers import WorkerPool
@@ -144,17 +145,8 @@ def trial_executor(plan: RunnerPlan) -> Iterator[object]:
             raise
         pool.shutdown()
         return
-    from distributed import Client, LocalCluster
-
-    cluster = None if plan.address else LocalCluster(
-        n_workers=plan.workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
-    client = Client(plan.address or cluster)
-    try:
+    with dask_client(plan.address, plan.workers) as client:
         yield client.get_executor()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def open_trials(grid: list[TrainConfig], table: Table, experiment_id: str, parent: str) -> list[Trial]:

@@ -131,7 +131,71 @@ RANKING_METRIC = "val_accuracy"
 """The validation metric a sweep ranks by unless told otherwise; a training run is promoted on it."""
 
 
-class SweepConfig(_Config):
+DASK_SCHEMES = ("tcp://", "tls://", "inproc://", "ws://", "wss://")
+
+
+class ClusterConfig(_Config):
+    """Where a job's work runs: the same three fields, checked alike, for sweeps, batch inference and scoring.
+
+    `runner` names the kind, `workers` sizes what the job starts itself, `dask_address`
+    names a running Dask cluster (which implies runner dask).
+    """
+
+    runner: Literal["auto", "sequential", "processes", "dask"] = Field(
+        "auto", description="Where the work runs: auto; sequential (this process); processes; dask."
+    )
+    workers: int | None = Field(
+        None, ge=1, le=256, description="Worker processes for the processes and dask runners; default: the cores."
+    )
+    dask_address: str | None = Field(
+        None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to run on."
+    )
+
+    @model_validator(mode="after")
+    def _check_runner(self) -> "ClusterConfig":
+        if self.dask_address and self.workers:
+            raise ValueError("give either dask_address (an existing cluster) or workers (a local one), not both")
+        if self.dask_address and self.runner not in ("auto", "dask"):
+            raise ValueError(f"dask_address runs the work on Dask; it does not go with runner {self.runner!r}")
+        if self.workers and self.runner == "sequential":
+            raise ValueError("workers sizes a pool of processes; it does not go with runner 'sequential'")
+        if self.dask_address and not self.dask_address.startswith(DASK_SCHEMES):
+            raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
+        return self
+
+    @property
+    def on_dask(self) -> bool:
+        return bool(self.dask_address) or self.runner == "dask"
+
+
+class BatchClusterConfig(ClusterConfig):
+    """The runner of a batch job (inference, scoring): this process, or a Dask cluster, fed in shards."""
+
+    runner: Literal["auto", "sequential", "dask"] = Field(
+        "auto", description="Where the files are processed: auto = on Dask with --dask-address, otherwise in this "
+        "process; sequential = in this process; dask = on Dask (--dask-address, or a local cluster of --workers "
+        "single-threaded processes started for the job). A cluster's workers read the input folder and write "
+        "the output folder themselves: on several machines both must be on a shared filesystem.",
+    )
+    workers: int | None = Field(
+        None, ge=1, le=256, description="Worker processes of the local Dask cluster (--runner dask); default: the cores."
+    )
+    dask_address: str | None = Field(
+        None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to process the files on."
+    )
+    shard_files: int = Field(
+        64, ge=1, le=100_000, description="Files per Dask task (a shard): each worker reads, runs and returns a "
+        "shard's records at once; the job appends them.",
+    )
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> "BatchClusterConfig":
+        if self.workers and self.runner != "dask":
+            raise ValueError("workers sizes a local Dask cluster; pass runner dask with it")
+        return self
+
+
+class SweepConfig(ClusterConfig):
     """Parameters of the learning-rate sweep (`trackflow sweep`): a grid over a base TrainConfig."""
 
     base: TrainConfig = Field(default_factory=TrainConfig, description="Training parameters shared by every trial.")
@@ -147,12 +211,6 @@ class SweepConfig(_Config):
         "are long enough to pay for starting them; sequential; processes; dask (--dask-address, or a local "
         "cluster of --workers processes).",
     )
-    workers: int | None = Field(
-        None, ge=1, le=256, description="Worker processes for the processes and dask runners; default: the cores."
-    )
-    dask_address: str | None = Field(
-        None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to run the trials on."
-    )
 
     @model_validator(mode="after")
     def _check_grid(self) -> "SweepConfig":
@@ -162,14 +220,6 @@ class SweepConfig(_Config):
         bad = [d for d in self.dropouts if not 0 <= d < 1]
         if bad:
             raise ValueError(f"dropouts must all be in [0, 1); got {bad}")
-        if self.dask_address and self.workers:
-            raise ValueError("give either dask_address (an existing cluster) or workers (a local one), not both")
-        if self.dask_address and self.runner not in ("auto", "dask"):
-            raise ValueError(f"dask_address runs the trials on Dask; it does not go with runner {self.runner!r}")
-        if self.workers and self.runner == "sequential":
-            raise ValueError("workers sizes a pool of processes; it does not go with runner 'sequential'")
-        if self.dask_address and not self.dask_address.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")):
-            raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
         if len(self.lrs) * len(self.optimizers) * len(self.dropouts) > 10_000:
             raise ValueError(f"the grid has more than 10,000 trials; narrow {param('lrs')}, {param('optimizers')} "
                              f"or {param('dropouts')}")
@@ -187,7 +237,7 @@ class SweepConfig(_Config):
         return out
 
 
-class InferConfig(_Config):
+class InferConfig(BatchClusterConfig):
     """Parameters shared by the batch-inference flows (`trackflow infer text|audio`).
 
     Each kind adds its `model` and its `glob` (which files are inputs), with its own default.
@@ -260,7 +310,7 @@ class PruneConfig(_Config):
     experiment: str | None = Field(None, min_length=1, description="Only this experiment's runs (default: all).")
 
 
-class ScoreConfig(_Config):
+class ScoreConfig(BatchClusterConfig):
     """Parameters of scoring tables with a registered classifier (`trackflow score`)."""
 
     in_dir: str = Field(
