@@ -186,7 +186,7 @@ def main() -> None:
                 print(f"    shards of {size:4d} files: {took:6.2f} s ({here / took:4.2f}x); overhead "
                       f"{(trip + app / cs.shards) * 1000:.1f} ms per {per:.2f} s shard "
                       f"({(trip + app / cs.shards) / per:5.1%})")
-            print(f"  first job on the fresh cluster ({4 * default} files): {warm:.2f} s, {first.model_loads} model "
+            print(f"  first job on the fresh cluster ({min(4 * default, len(files))} files): {warm:.2f} s, {first.model_loads} model "
                   "loads (imports and the model, once per worker)")
     print(f"\nlocal cluster start-up (2 worker processes): {started:.2f} s; "
           f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -19,6 +19,7 @@ lost with its worker; a cache is simply filled again by the replacement worker.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -55,6 +56,9 @@ def _cached(key: tuple, load: Callable[[], object]) -> tuple[object, bool]:
     if key not in _cache:
         _cache.clear()
         _cache[key] = load()
+        # torch and transformers leave ~400k long-lived objects (FACTS.md): frozen, the collector skips them, in
+        # every shard and when the worker exits (that walk made a worker miss Dask's 4 s to close, and be killed).
+        gc.freeze()
         return _cache[key], True
     return _cache[key], False
 
