@@ -177,8 +177,8 @@ def main() -> None:
             print(f"  parallel ceiling (2 bare processes)          one half alone {alone:.2f} s, two side by side "
                   f"{paired:.2f} s: {ceiling:4.2f}x")
             print(f"  Dask speed-up / ceiling                      {here / there / ceiling:6.1%}   (goal >= 90%)")
-            print(f"  per-shard overhead: round trip {trip * 1000:.1f} ms + append {appending / cluster.shards * 1000:.1f} ms"
-                  f" = {overhead * 1000:.1f} ms vs {shard_compute:.2f} s of compute: {overhead / shard_compute:5.1%}"
+            print(f"  per-shard overhead: round trip {trip * 1000:.1f} ms + append "
+                  f"{appending / cluster.shards * 1000:.1f} ms = {overhead * 1000:.1f} ms vs {shard_compute:.2f} s of compute: {overhead / shard_compute:5.1%}"
                   "   (goal <= 5%)")
             for size in (default // 4, default * 4):
                 took, cs, app = on_cluster(client, s, files, work / f"size-{kind}-{size}", size)
@@ -186,8 +186,8 @@ def main() -> None:
                 print(f"    shards of {size:4d} files: {took:6.2f} s ({here / took:4.2f}x); overhead "
                       f"{(trip + app / cs.shards) * 1000:.1f} ms per {per:.2f} s shard "
                       f"({(trip + app / cs.shards) / per:5.1%})")
-            print(f"  first job on the fresh cluster ({min(4 * default, len(files))} files): {warm:.2f} s, {first.model_loads} model "
-                  "loads (imports and the model, once per worker)")
+            print(f"  first job on the fresh cluster ({min(4 * default, len(files))} files): {warm:.2f} s, "
+                  f"{first.model_loads} model loads (imports and the model, once per worker)")
     print(f"\nlocal cluster start-up (2 worker processes): {started:.2f} s; "
           f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -178,7 +178,8 @@ class BatchClusterConfig(ClusterConfig):
         "the output folder themselves: on several machines both must be on a shared filesystem.",
     )
     workers: int | None = Field(
-        None, ge=1, le=256, description="Worker processes of the local Dask cluster (--runner dask); default: the cores."
+        None, ge=1, le=256,
+        description="Worker processes of the local Dask cluster (--runner dask); default: the cores.",
     )
     dask_address: str | None = Field(
         None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to process the files on."
