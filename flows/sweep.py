@@ -32,10 +32,10 @@ from flows import steps
 from flows.common import (load_args, log_model, network_args, prefect_tags, register_and_promote, tracked,
                           training_params)
 from tasks import tracking
+from tasks.cluster import dask_client
 from tasks.data import Encoded, Splits, Table
 from tasks.evaluation import Evaluation, evaluate
 from tasks.plots import plot_metric_vs_lr
-from tasks.cluster import dask_client
 from tasks.registry import TIEBREAK, rank_key
 from tasks.training import TrialOutcome, estimate_seconds
 from tasks.workers import WorkerPool

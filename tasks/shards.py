@@ -248,8 +248,8 @@ def run_shards(client, fn: Callable, spec, files: Sequence[str], log: ResultsLog
             shard = futures.pop(future)
             if future.status == "finished":
                 on_result(shard, future.result())
-            else:
-                error = future.exception()
+            else:  # raised on every try, or lost with its workers too often (KilledWorker), or cancelled
+                error = future.exception() if future.status == "error" else future.status
                 failed.append(f"{shard[0]} and {len(shard) - 1} more files: {type(error).__name__}: {error}")
             if (nxt := submit()) is not None:
                 pending.add(nxt)
