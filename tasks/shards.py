@@ -227,7 +227,7 @@ def run_shards(client, fn: Callable, spec, files: Sequence[str], log: ResultsLog
     from distributed import as_completed
 
     done = done_by_file(log, files)
-    shards = iter([list(files[i : i + shard_files]) for i in range(0, len(files), shard_files)])
+    shards = (list(files[i : i + shard_files]) for i in range(0, len(files), shard_files))
     cluster.workers = cluster.workers or _workers(client)
     futures: dict[object, list[str]] = {}
 
