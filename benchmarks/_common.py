@@ -1,4 +1,4 @@
-"""What the benchmarks share: a free port, a running Prefect server, timing a command."""
+"""What the benchmarks share: a free port, a running Prefect server, timing a command, the parallel ceiling."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -54,3 +55,20 @@ def prefect_server(home: str | Path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def parallel_ceiling(work, rounds: int, initializer=None, initargs=()) -> tuple[float, float, float]:
+    """How much faster 2 runs of `work(0)` (a picklable function returning its own seconds) go side by side than
+    one after another on this machine, in 2 bare spawned processes, no orchestration: (ceiling, alone, paired),
+    the medians of `rounds`. No 2-worker runner can beat the ceiling (2 vCPUs share caches and memory bandwidth)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    alone, paired = [], []
+    with ctx.Pool(2, initializer=initializer, initargs=initargs) as pool:
+        pool.map(work, [0, 0])  # imports and first-call costs in both workers
+        for _ in range(rounds):
+            alone.append(pool.apply(work, (0,)))
+            paired.append(max(pool.map(work, [0, 0])))
+    a, p = statistics.median(alone), statistics.median(paired)
+    return 2 * a / p, a, p

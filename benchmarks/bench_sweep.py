@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 from _common import BIN, prefect_server, timed  # noqa: E402
 from trackflow import telemetry  # noqa: E402
 
@@ -88,19 +89,10 @@ def _train_alone(_):
 
 def parallel_ceiling(rounds: int) -> float:
     """How much faster 2 trainings go side by side than one after another on this machine, no orchestration."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    alone, paired = [], []
-    with ctx.Pool(2) as pool:
-        pool.map(_train_alone, [0, 0])  # imports and first-call costs in both workers
-        for _ in range(rounds):
-            alone.append(pool.apply(_train_alone, (0,)))
-            paired.append(max(pool.map(_train_alone, [0, 0])))
-    a, p = statistics.median(alone), statistics.median(paired)
+    ceiling, a, p = _common.parallel_ceiling(_train_alone, rounds)
     print(f"\nThis machine: one training alone {a:.2f} s; two side by side {p:.2f} s each "
-          f"(median of {rounds}): no runner can beat {2 * a / p:.2f}x on 2 worker processes")
-    return 2 * a / p
+          f"(median of {rounds}): no runner can beat {ceiling:.2f}x on 2 worker processes")
+    return ceiling
 
 
 def heavy(quick: bool, address: str) -> None:

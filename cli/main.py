@@ -204,6 +204,14 @@ def _check_device(device: str) -> None:
         raise UsageError(str(exc)) from None
 
 
+def _check_cluster(address: str | None) -> None:
+    """Before any work: the Dask scheduler at --dask-address answers (exit 1 naming it, within seconds)."""
+    if address:
+        from tasks.cluster import check_reachable
+
+        check_reachable(address)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = build_config(TrainConfig, args)
     _check_device(config.device)
@@ -245,6 +253,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if axis in vars(args) and field in vars(args):
             raise UsageError(f"{option_name(field)} and {option_name(axis)} both set the trials' {field}; give one")
     _check_data(base, config.trials())
+    _check_cluster(config.dask_address)
     _prepare_store(base.experiment)
     from flows.sweep import sweep_pipeline
 
@@ -293,6 +302,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
         check_input_dir(config.in_dir, config.glob, exclude=config.out_dir, allow_empty=config.allow_empty)
+        _check_cluster(config.dask_address)
         _prepare_store(config.experiment)
         resolve_model_source(config.model)
         prepare_out_dir(config.out_dir)  # created, and writable
@@ -311,6 +321,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     for name in ("new_tokens_per_second", "audio_seconds_per_second", "inputs_per_second"):
         if name in result.metrics:
             print(f"  {name:<26} {result.metrics[name]:.2f}")
+    _print_cluster(result.metrics)
     for where, error in result.failures:
         print(f"  FAILED {where}: {error}")
     if result.n_failed > len(result.failures):
@@ -318,6 +329,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
     print(f"Results:    {result.out_dir}/results.jsonl (and results.csv)")
     print(f"MLflow run: {result.run_id} (experiment {config.experiment!r}); open it: make ui, then {result.run_url}")
     return _exit_code(f"infer {args.kind}", result.n_failed, result.n_inputs, "inputs")
+
+
+def _print_cluster(metrics: dict[str, float]) -> None:
+    if "shards" in metrics:
+        print(f"  on Dask: {metrics['workers']:.0f} workers, {metrics['shards']:.0f} shards, "
+              f"{metrics['model_loads']:.0f} model loads")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -330,6 +347,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
         _, files = list_tables(config.in_dir, config.out_dir, config.allow_empty)
         if files:
+            _check_cluster(config.dask_address)
             _prepare_store(config.experiment)
             resolve_model(config.model)
             prepare_out_dir(config.out_dir)  # created, and writable
@@ -346,6 +364,7 @@ def cmd_score(args: argparse.Namespace) -> int:
           f"{m['files_skipped']:.0f} unchanged since they were scored by this model (skipped)")
     print(f"  model {result.model_uri} ({config.model}); {m['rows_scored']:.0f} rows, "
           f"{m['rows_per_second']:.0f} rows/s")
+    _print_cluster(m)
     for where, error in result.failures:
         print(f"  FAILED {where}: {error}")
     if m["files_failed"] > len(result.failures):
@@ -606,6 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except BaseException as exc:
         from cli.prefect_api import PrefectApiError
+        from tasks.cluster import ClusterError
         from trackflow.runs import is_interrupt
 
         if is_interrupt(exc):
@@ -613,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Runs are marked KILLED and servers stopped by now; worker threads still
             # busy with a trial must not hold the exit.
             signals.exit_now(signals.exit_code(getattr(exc, "signal", signal.SIGINT)))
-        if isinstance(exc, (store.StoreError, PrefectApiError)):
+        if isinstance(exc, (store.StoreError, PrefectApiError, ClusterError)):
             print(f"trackflow {args.command}: {exc}", file=sys.stderr)
             return EXIT_FAILED
         if isinstance(exc, Exception):  # the flow's own logs already hold the traceback

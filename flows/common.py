@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from prefect.runtime import flow_run
 
 from flows import steps
 from tasks import tracking
+from tasks.cluster import dask_client, n_workers
 from tasks.data import Encoded, Splits, Table, classifier_from, networks_of
 from tasks.evaluation import Evaluation
+from tasks.models import MLFLOW_SCHEMES
 from tasks.plots import plot_confusion_matrix, plot_loss_curves, plot_roc_curves
 from tasks.registry import Promotion, schema_tags
+from tasks.shards import stage_model
 from tasks.training import TrialOutcome
-from trackflow.config import GENERATED_FIELDS, TrainConfig
+from trackflow.config import GENERATED_FIELDS, BatchClusterConfig, TrainConfig
 from trackflow.runs import is_interrupt
 
 LOGGED_PARAMS = ("epochs", "lr", "batch_size", "dropout", "optimizer", "weight_decay", "l1", "activation", "seed",
@@ -150,3 +155,27 @@ def register_and_promote(config: TrainConfig, model_uri: str, run_id: str, encod
                                   "trackflow.promotion_reason": promo.reason})
     print(promo.reason)
     return version, promo
+
+
+def batch_cluster(config: BatchClusterConfig):
+    """A batch job's Dask client (the cluster at `dask_address`, or a local one of `workers` processes, default
+    the cores), stopped on the way out; None (a null context) for a job that runs in this process."""
+    if not config.on_dask:
+        return contextlib.nullcontext()
+    return dask_client(config.dask_address, config.workers or os.cpu_count() or 1)
+
+
+def runner_params(client) -> dict[str, object]:
+    """Where a batch job ran, as its run's params (they replace the config's `runner` and `workers`)."""
+    if client is None:
+        return {"runner": "sequential", "workers": 1}
+    return {"runner": "dask", "workers": n_workers(client)}
+
+
+def stage_for_workers(model: str, path: str | Path, out_dir: Path) -> str:
+    """The model folder as a cluster's workers read it: an MLflow model (downloaded here, where the store is, as
+    the version the job resolved) copied into the output folder, which the workers share; a local folder as an
+    absolute path (a hub id as it is: each worker finds it in its own Hugging Face cache)."""
+    if model.startswith(MLFLOW_SCHEMES):
+        return stage_model(path, out_dir, "model")
+    return str(Path(path).resolve()) if Path(path).exists() else str(path)

@@ -14,10 +14,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows import steps
-from flows.common import flow_run_url, prefect_tags, tracked
+from flows.common import batch_cluster, flow_run_url, prefect_tags, runner_params, tracked
 from tasks.reporting import metrics_markdown
 from tasks.results import RESULTS_CSV, ResultsLog, fingerprint
 from tasks.scoring import CSV_COLUMNS, job_metrics, list_tables
+from tasks.shards import STAGED_MODELS, ScoreSpec, unstage_models
 from trackflow import store
 from trackflow.config import ScoreConfig
 from trackflow.progress import Progress
@@ -42,27 +43,41 @@ def score_pipeline(config: ScoreConfig) -> ScoreResult:
         return ScoreResult(str(Path(config.out_dir).resolve()))
     model = steps.resolve_registered_model(config.model)
     get_run_logger().info("scoring with %s (%s)", model.uri, model.requested)
-    scorer = steps.load_scorer(model)
-    experiment_id = steps.ensure_experiment(config.experiment)
-    run_id = steps.start_run(experiment_id, run_name=f"score-{model.name}-v{model.version}",
-                             tags=prefect_tags() | {"trackflow.job": "score"})
-    run_url = store.run_url(store.tracking_uri(), experiment_id, run_id)
     settings = {"model": model.uri, "keep": config.keep}  # what decides an output: a rerun redoes files on a change
-    with tracked(run_id), ResultsLog(config.out_dir, fingerprint(settings), CSV_COLUMNS) as log:
-        steps.log_params(run_id, config.model_dump() | {"model_name": model.name, "model_version": model.version,
-                                                        "model_uri": model.uri, "n_files": len(files)})
-        started = time.perf_counter()
-        progress = Progress(len(files), "score", "file", get_run_logger(), config.log_every)
-        stats = steps.score_files(root, files, log.dir, scorer, log, config.batch_rows, config.keep, progress)
-        progress.close()
-        log.finalize(set(files))  # records of tables no longer there are marked gone
-        metrics = job_metrics(stats, time.perf_counter() - started)
-        steps.log_metrics(run_id, metrics)
-        steps.log_scoring_inputs(run_id, root, stats.digests)
-        steps.log_artifact_files(run_id, [str(log.path), str(log.dir / RESULTS_CSV)], "results")
-        links = {"MLflow run": run_url, "results": str(log.path)} | ({"Prefect flow run": u} if (u := flow_run_url()) else {})
-        steps.publish_markdown("score-summary", metrics_markdown(f"Scoring with {model.uri}", metrics, links),
-                               "Counts and throughput of score-table")
+    # The log first: a folder that is busy or cannot be written is refused before the cluster starts.
+    with ResultsLog(config.out_dir, fingerprint(settings), CSV_COLUMNS) as log, batch_cluster(config) as client:
+        scorer = steps.load_scorer(model) if client is None else None  # on Dask, each worker loads it once
+        spec = None if client is None else ScoreSpec(
+            model, steps.download_model(model, log.dir.resolve() / STAGED_MODELS / "model"),
+            str(Path(root).resolve()), str(log.dir.resolve()), config.batch_rows, tuple(config.keep or ()) or None)
+        experiment_id = steps.ensure_experiment(config.experiment)
+        run_id = steps.start_run(experiment_id, run_name=f"score-{model.name}-v{model.version}",
+                                 tags=prefect_tags() | {"trackflow.job": "score"})
+        run_url = store.run_url(store.tracking_uri(), experiment_id, run_id)
+        with tracked(run_id):
+            steps.log_params(run_id, config.model_dump() | runner_params(client) | {
+                "model_name": model.name, "model_version": model.version, "model_uri": model.uri,
+                "n_files": len(files)})
+            started = time.perf_counter()
+            progress = Progress(len(files), "score", "file", get_run_logger(), config.log_every)
+            if client is None:
+                stats = steps.score_files(root, files, log.dir, scorer, log, config.batch_rows, config.keep, progress)
+                runner = {"model_loads": 1, "workers": 1}
+            else:
+                stats, cluster = steps.score_files_on_cluster(client, spec, files, log, config.shard_files, progress)
+                runner = cluster.metrics("rows")
+                steps.set_tags(run_id, {f"trackflow.{k}": v for k, v in cluster.names().items()})
+                unstage_models(log.dir)
+            progress.close()
+            log.finalize(set(files))  # records of tables no longer there are marked gone
+            metrics = job_metrics(stats, time.perf_counter() - started) | runner
+            steps.log_metrics(run_id, metrics)
+            steps.log_scoring_inputs(run_id, root, stats.digests)
+            steps.log_artifact_files(run_id, [str(log.path), str(log.dir / RESULTS_CSV)], "results")
+            links = {"MLflow run": run_url, "results": str(log.path)} | (
+                {"Prefect flow run": u} if (u := flow_run_url()) else {})
+            steps.publish_markdown("score-summary", metrics_markdown(f"Scoring with {model.uri}", metrics, links),
+                                   "Counts and throughput of score-table")
     if stats.failed:
         get_run_logger().warning("%d of %d files failed; see %s", stats.failed, stats.files, log.path)
     return ScoreResult(str(log.dir.resolve()), run_id, model.uri, metrics, stats.failures, run_url)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import batch, changes, data, evaluation, models, registry, scoring, tracking, training
+from tasks import batch, changes, data, evaluation, models, registry, scoring, shards, tracking, training
 
 # Models, tables and arrays are passed between tasks: no input hashing, no caching.
 _IO = dict(retries=2, retry_delay_seconds=[1, 4], cache_policy=NO_CACHE)
@@ -47,15 +47,19 @@ load_text_model = task(models.load_text_model, retries=2, retry_delay_seconds=[2
 load_speech_model = task(models.load_speech_model, retries=2, retry_delay_seconds=[2, 8],
                          retry_condition_fn=retry_unless_bad_model, **_COMPUTE)
 
-# a batch-inference job: one task over the folder (each batch's records are durable as it ends)
+# a batch-inference job: one task over the folder (each batch's records are durable as it ends), here or on Dask
 process_inputs = task(batch.run_job, name="process_inputs", **_COMPUTE)
+process_inputs_on_cluster = task(shards.run_job_on_cluster, name="process_inputs_on_cluster", **_COMPUTE)
 
 # scoring tables: the alias resolved once, that version loaded once, one task over the files
 resolve_registered_model = task(scoring.resolve_model, retries=2, retry_delay_seconds=[1, 4],
                                 retry_condition_fn=retry_unless_bad_model, **_COMPUTE)
 load_scorer = task(scoring.load_scorer, retries=2, retry_delay_seconds=[2, 8],
                    retry_condition_fn=retry_unless_bad_model, **_COMPUTE)
+download_model = task(scoring.download_model, retries=2, retry_delay_seconds=[2, 8],
+                      retry_condition_fn=retry_unless_bad_model, **_COMPUTE)
 score_files = task(scoring.score_files, name="score_files", **_COMPUTE)
+score_files_on_cluster = task(shards.score_job_on_cluster, name="score_files_on_cluster", **_COMPUTE)
 log_scoring_inputs = task(scoring.log_inputs, **_IO)
 
 # tracking

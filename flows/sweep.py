@@ -36,6 +36,7 @@ from flows import steps
 from flows.common import (load_args, log_model, network_args, prefect_tags, register_and_promote, tracked,
                           training_params)
 from tasks import tracking
+from tasks.cluster import dask_client
 from tasks.data import Encoded, Splits, Table
 from tasks.evaluation import Evaluation, evaluate
 from tasks.plots import plot_best_so_far, plot_metric_vs_lr
@@ -179,17 +180,8 @@ def trial_executor(plan: RunnerPlan) -> Iterator[object]:
             raise
         pool.shutdown()
         return
-    from distributed import Client, LocalCluster
-
-    cluster = None if plan.address else LocalCluster(
-        n_workers=plan.workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
-    client = Client(plan.address or cluster)
-    try:
+    with dask_client(plan.address, plan.workers) as client:
         yield client.get_executor(pure=False)  # a segment resent after a worker lacked the data is a new call
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def open_trials(grid: list[TrainConfig], varied: Collection[str], table: Table, experiment_id: str,

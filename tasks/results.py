@@ -185,6 +185,10 @@ class ResultsLog:
         """True when `key` already has an ok record for this content and these settings."""
         return self._done.get(key) == digest and bool(digest)
 
+    def done_items(self):
+        """(key, digest) of every input with an ok record for these settings (what `is_done` answers from)."""
+        return self._done.items()
+
     # -- writing ---------------------------------------------------------------------
 
     def append(self, records: Iterable[Mapping[str, object]]) -> None:

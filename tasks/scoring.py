@@ -119,6 +119,25 @@ class Scorer:
         return pa.Table.from_pandas(self.pyfunc.predict(frame), preserve_index=False)
 
 
+def download_model(model: RegisteredModel, dest: str | Path) -> str:
+    """The resolved version's files in the folder `dest` (replaced), from which a Dask worker loads it without
+    access to the store; returns the folder."""
+    import shutil
+
+    import mlflow.artifacts
+
+    from trackflow import store
+
+    store.configure()
+    shutil.rmtree(dest, ignore_errors=True)
+    Path(dest).mkdir(parents=True)
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=model.uri, dst_path=str(dest))
+    except Exception as exc:
+        raise ModelSourceError(f"model {model.uri} ({model.requested}) cannot be downloaded "
+                               f"({store.redact_text(str(exc))[:300]})") from None
+
+
 def _arrow_type(spec):
     import pyarrow as pa
     from mlflow.types import DataType
@@ -128,17 +147,19 @@ def _arrow_type(spec):
     return types.get(getattr(spec, "type", None))
 
 
-def load_scorer(model: RegisteredModel) -> Scorer:
-    """Load the resolved version once (never the alias: it could move while the job runs)."""
+def load_scorer(model: RegisteredModel, path: str | None = None) -> Scorer:
+    """Load the resolved version once (never the alias: it could move while the job runs); from `path`, a folder
+    it was downloaded to, where given (a Dask worker, which needs no access to the store)."""
     import mlflow.pyfunc
 
     from trackflow import store
 
-    store.configure()
+    if path is None:
+        store.configure()
     try:
         with warnings.catch_warnings():  # its nudge towards type hints: the model has an explicit signature
             warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
-            pyfunc = mlflow.pyfunc.load_model(model.uri)
+            pyfunc = mlflow.pyfunc.load_model(path or model.uri)
     except Exception as exc:
         raise ModelSourceError(f"model {model.uri} ({model.requested}) cannot be loaded "
                                f"({store.redact_text(str(exc))[:300]})") from None
@@ -325,14 +346,33 @@ def read_ahead(items: Iterator) -> Iterator:
 
 
 def score_file(path: Path, root: Path, out: Path, scorer: Scorer, batch_rows: int,
-               keep: Sequence[str] | None) -> int:
-    """Score one table into the Parquet file `out` (written under a temporary name, then renamed); its rows."""
+               keep: Sequence[str] | None, publish: bool = True) -> int:
+    """Score one table into the Parquet file `out` (written under a temporary name, then renamed); its rows.
+
+    With `publish=False` the complete file is left under its temporary name (`_partial(out)`), for
+    the job's process to rename (`publish_output`) when it records it: a Dask worker's case."""
+    rows = None
     if FORMATS[path.suffix.lower()] != "parquet":
         try:
-            return _score_file(path, root, out, scorer, batch_rows, keep, parse_types=True)
+            rows = _score_file(path, root, out, scorer, batch_rows, keep, parse_types=True)
         except ParseAsText:
             pass  # read again as text, where `convert` names the value that does not parse (or accepts it)
-    return _score_file(path, root, out, scorer, batch_rows, keep, parse_types=False)
+    if rows is None:
+        rows = _score_file(path, root, out, scorer, batch_rows, keep, parse_types=False)
+    if publish:
+        publish_output(out)
+    return rows
+
+
+def publish_output(out: Path) -> None:
+    """Rename the complete file written under `_partial(out)` to `out`, its data on disk first."""
+    tmp = _partial(out)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the data is on disk before the name says the file is complete
+    finally:
+        os.close(fd)
+    os.replace(tmp, out)
 
 
 def _score_file(path: Path, root: Path, out: Path, scorer: Scorer, batch_rows: int, keep: Sequence[str] | None,
@@ -387,12 +427,6 @@ def _score_file(path: Path, root: Path, out: Path, scorer: Scorer, batch_rows: i
                              f"({_short(exc)})") from None
         raise
     writer.close()
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the data is on disk before the name says the file is complete
-    finally:
-        os.close(fd)
-    os.replace(tmp, out)
     return rows
 
 
@@ -411,9 +445,14 @@ class ScoreStats:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (input, error), the first few
 
 
+def clash_error(out_rel: str, owner: str) -> str:
+    return f"its output {out_rel!r} is already that of {owner!r}; rename one of them"
+
+
 def score_files(root: Path, files: Sequence[str], out_dir: Path, scorer: Scorer, log: ResultsLog, batch_rows: int,
-                keep: Sequence[str] | None, progress) -> ScoreStats:
-    """Every table of `files` (escaped names under `root`) not yet scored by this model version, into `out_dir`."""
+                keep: Sequence[str] | None, progress, publish: bool = True) -> ScoreStats:
+    """Every table of `files` (escaped names under `root`) not yet scored by this model version, into `out_dir`
+    (with `publish=False`, each output left under its temporary name: see `score_file`)."""
     stats = ScoreStats(files=len(files))
     owner: dict[str, str] = {}
     for rel in files:
@@ -423,7 +462,7 @@ def score_files(root: Path, files: Sequence[str], out_dir: Path, scorer: Scorer,
         digest, error, rows = "", None, None
         try:
             if out_rel in owner:  # a.csv and a.parquet side by side
-                raise InputError(f"its output {out_rel!r} is already that of {owner[out_rel]!r}; rename one of them")
+                raise InputError(clash_error(out_rel, owner[out_rel]))
             owner[out_rel] = rel
             digest = file_digest(path, root)
             stats.digests[rel] = digest
@@ -431,7 +470,7 @@ def score_files(root: Path, files: Sequence[str], out_dir: Path, scorer: Scorer,
                 stats.skipped += 1
                 progress.update(1)
                 continue
-            rows = score_file(path, root, out, scorer, batch_rows, keep)
+            rows = score_file(path, root, out, scorer, batch_rows, keep, publish)
         except (InputError, OSError) as exc:
             error = str(exc) if isinstance(exc, InputError) else f"cannot read or write: {exc}"
         except Exception as exc:  # the model refused this table: the other files still run

@@ -188,7 +188,72 @@ def _distinct(values: list) -> list:
     return list(first.values())
 
 
-class SweepConfig(_Config):
+DASK_SCHEMES = ("tcp://", "tls://", "inproc://", "ws://", "wss://")
+
+
+class ClusterConfig(_Config):
+    """Where a job's work runs: the same three fields, checked alike, for sweeps, batch inference and scoring.
+
+    `runner` names the kind, `workers` sizes what the job starts itself, `dask_address`
+    names a running Dask cluster (which implies runner dask).
+    """
+
+    runner: Literal["auto", "sequential", "processes", "dask"] = Field(
+        "auto", description="Where the work runs: auto; sequential (this process); processes; dask."
+    )
+    workers: int | None = Field(
+        None, ge=1, le=256, description="Worker processes for the processes and dask runners; default: the cores."
+    )
+    dask_address: str | None = Field(
+        None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to run on."
+    )
+
+    @model_validator(mode="after")
+    def _check_runner(self) -> "ClusterConfig":
+        if self.dask_address and self.workers:
+            raise ValueError("give either dask_address (an existing cluster) or workers (a local one), not both")
+        if self.dask_address and self.runner not in ("auto", "dask"):
+            raise ValueError(f"dask_address runs the work on Dask; it does not go with runner {self.runner!r}")
+        if self.workers and self.runner == "sequential":
+            raise ValueError("workers sizes a pool of processes; it does not go with runner 'sequential'")
+        if self.dask_address and not self.dask_address.startswith(DASK_SCHEMES):
+            raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
+        return self
+
+    @property
+    def on_dask(self) -> bool:
+        return bool(self.dask_address) or self.runner == "dask"
+
+
+class BatchClusterConfig(ClusterConfig):
+    """The runner of a batch job (inference, scoring): this process, or a Dask cluster, fed in shards."""
+
+    runner: Literal["auto", "sequential", "dask"] = Field(
+        "auto", description="Where the files are processed: auto = on Dask with --dask-address, otherwise in this "
+        "process; sequential = in this process; dask = on Dask (--dask-address, or a local cluster of --workers "
+        "single-threaded processes started for the job). A cluster's workers read the input folder and write "
+        "the output folder themselves: on several machines both must be on a shared filesystem.",
+    )
+    workers: int | None = Field(
+        None, ge=1, le=256,
+        description="Worker processes of the local Dask cluster (--runner dask); default: the cores.",
+    )
+    dask_address: str | None = Field(
+        None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to process the files on."
+    )
+    shard_files: int = Field(
+        64, ge=1, le=100_000, description="Files per Dask task (a shard): each worker reads, runs and returns a "
+        "shard's records at once; the job appends them.",
+    )
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> "BatchClusterConfig":
+        if self.workers and self.runner != "dask":
+            raise ValueError("workers sizes a local Dask cluster; pass runner dask with it")
+        return self
+
+
+class SweepConfig(ClusterConfig):
     """Parameters of a sweep (`trackflow sweep`): a grid over a base TrainConfig.
 
     Each axis (SWEEP_AXES) given replaces the base's value of its field; one left out keeps it.
@@ -216,12 +281,6 @@ class SweepConfig(_Config):
         description="Where trials run: auto = one after another, or a pool of worker processes when the trials "
         "are long enough to pay for starting them; sequential; processes; dask (--dask-address, or a local "
         "cluster of --workers processes).",
-    )
-    workers: int | None = Field(
-        None, ge=1, le=256, description="Worker processes for the processes and dask runners; default: the cores."
-    )
-    dask_address: str | None = Field(
-        None, description="Address of a running Dask scheduler (tcp://HOST:PORT) to run the trials on."
     )
     search: Literal["grid", "random", "tpe"] = Field(
         "grid", description="How trials are chosen: grid = every combination of the lists, in order; random = "
@@ -265,14 +324,6 @@ class SweepConfig(_Config):
         bad = [d for d in self.dropouts if not 0 <= d < 1]
         if bad:
             raise ValueError(f"dropouts must all be in [0, 1); got {bad}")
-        if self.dask_address and self.workers:
-            raise ValueError("give either dask_address (an existing cluster) or workers (a local one), not both")
-        if self.dask_address and self.runner not in ("auto", "dask"):
-            raise ValueError(f"dask_address runs the trials on Dask; it does not go with runner {self.runner!r}")
-        if self.workers and self.runner == "sequential":
-            raise ValueError("workers sizes a pool of processes; it does not go with runner 'sequential'")
-        if self.dask_address and not self.dask_address.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")):
-            raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
         sizes = {axis: len(values) for axis, values in zip(SWEEP_AXES, self.axes().values())}
         if (n := math.prod(sizes.values())) > 10_000:
             raise ValueError(f"the grid has {n:,} trials, more than 10,000; narrow "
@@ -315,7 +366,7 @@ class SweepConfig(_Config):
         return DEFAULT_SEARCH_TRIALS if self.lr_range else min(DEFAULT_SEARCH_TRIALS, len(self.trials()))
 
 
-class InferConfig(_Config):
+class InferConfig(BatchClusterConfig):
     """Parameters shared by the batch-inference flows (`trackflow infer text|audio`).
 
     Each kind adds its `model` and its `glob` (which files are inputs), with its own default.
@@ -388,7 +439,7 @@ class PruneConfig(_Config):
     experiment: str | None = Field(None, min_length=1, description="Only this experiment's runs (default: all).")
 
 
-class ScoreConfig(_Config):
+class ScoreConfig(BatchClusterConfig):
     """Parameters of scoring tables with a registered classifier (`trackflow score`)."""
 
     in_dir: str = Field(
