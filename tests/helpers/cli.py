@@ -72,7 +72,13 @@ def _log_streams_to(out: io.StringIO, err: io.StringIO):
     """Logging handlers that write to this process's stdout/stderr (Prefect's console handler among them) write to
     `out`/`err` instead, as a command's log lines reach its own stderr."""
     import prefect.main  # noqa: F401  (sets up Prefect's logging, as a flow's import would, before the swap below)
+    from prefect.logging.configuration import PROCESS_LOGGING_CONFIG
     from prefect.logging.handlers import PrefectConsoleHandler
+
+    # The root logger's level as a command has it (Prefect's config: WARNING), not pytest's log_level (INFO), which
+    # would let this process's background chatter (httpx posting earlier tests' logs) into the command's stderr.
+    root, root_level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(PROCESS_LOGGING_CONFIG.get("root", {}).get("level", "WARNING"))
 
     targets = {id(sys.stdout): out, id(sys.stderr): err, id(sys.__stdout__): out, id(sys.__stderr__): err}
     loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
@@ -94,6 +100,7 @@ def _log_streams_to(out: io.StringIO, err: io.StringIO):
     try:
         yield
     finally:
+        root.setLevel(root_level)
         for handler, stream, console, file in swapped:
             handler.setStream(stream)
             if console is not None:
