@@ -40,8 +40,10 @@ install: $(STAMP) ## Create .venv (if missing) and install the pinned dependency
 run: $(STAMP) ## Run the training pipeline on the defaults (MLflow store: mlruns/, Prefect: local server)
 	$(BIN)/trackflow train
 
-test: system-deps $(STAMP) ## Install what the tests need (Debian packages too), then run the whole suite
-	$(BIN)/python -m pytest
+# Workers of pytest-xdist: most integration tests wait on servers and child processes, so two pay even on two cores.
+TEST_WORKERS ?= 2
+test: system-deps $(STAMP) ## Install what the tests need (Debian packages too), then run the whole suite (TEST_WORKERS=2)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP) ## Run the unit layer (no servers; well under a minute)
 	$(BIN)/python -m pytest tests/unit

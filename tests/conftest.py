@@ -16,6 +16,22 @@ telemetry.quiet()
 
 REPO = Path(__file__).resolve().parents[1]
 
+# `make test` runs the suite on pytest-xdist workers (`--dist loadgroup`). These modules start process trees that
+# take GBs of memory and both cores (pool and Dask workers, hostile tables): their tests share one group, so they
+# run one after another on one worker while the others take the rest. Each worker has its own session fixtures
+# (Prefect server, MLflow template, tiny models).
+ONE_AT_A_TIME = {"test_memory.py", "test_fault_injection.py", "test_sweep.py::test_trials_on_two_worker_processes"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist sends a group's tests to one worker")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in ONE_AT_A_TIME or f"{item.path.name}::{item.originalname}" in ONE_AT_A_TIME:
+            item.add_marker(pytest.mark.xdist_group("heavy-processes"))
+
 
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory) -> Path:

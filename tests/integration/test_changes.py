@@ -7,7 +7,7 @@ import json
 import pytest
 
 from flows.train import training_pipeline
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import call_main
 from tests.helpers.store import all_runs
 from tests.helpers.tables import wine_frame, write
 from tests.integration.test_flow_train import flow_run_artifacts
@@ -29,7 +29,7 @@ def partitions(root, n):
 def test_retrains_only_when_data_or_config_changed(client, mlflow_store, tmp_path):
     root = partitions(tmp_path / "table", 3)
     (root / ".partial.csv").write_text("half,a,file\n")  # a partition still being written: hidden
-    first = run_cli(*TRAIN, "--data", root)
+    first = call_main(*TRAIN, "--data", root)
     assert first.returncode == 0, first.stderr
     assert "Changed: no earlier finished run" in first.stdout
     run = all_runs(mlflow_store)[0]
@@ -38,7 +38,7 @@ def test_retrains_only_when_data_or_config_changed(client, mlflow_store, tmp_pat
     assert json.loads(run.inputs.dataset_inputs[0].dataset.source)["files"] == ["part-0.csv", "part-1.csv",
                                                                                "part-2.csv"]
 
-    same = run_cli(*TRAIN, "--data", root, timeout=60)
+    same = call_main(*TRAIN, "--data", root)
     assert same.returncode == 0, same.stderr
     assert same.stdout.strip() == f"Unchanged since run {run.info.run_id} (models:/classifier/1): nothing to train"
     assert len(all_runs(mlflow_store)) == 1 and len(client.search_model_versions("name='classifier'")) == 1
@@ -52,12 +52,12 @@ def test_retrains_only_when_data_or_config_changed(client, mlflow_store, tmp_pat
     assert len(all_runs(mlflow_store)) == 1
 
     write(wine_frame().head(30), root / "part-3.csv")
-    added = run_cli(*TRAIN, "--data", root)
+    added = call_main(*TRAIN, "--data", root)
     assert added.returncode == 0, added.stderr
     assert f"Changed since run {run.info.run_id}: data: 1 file added (part-3.csv)\n" in added.stdout
     assert len(all_runs(mlflow_store)) == 2
 
-    lr = run_cli(*TRAIN, "--data", root, "--lr", "0.003")
+    lr = call_main(*TRAIN, "--data", root, "--lr", "0.003")
     assert lr.returncode == 0, lr.stderr
     assert ": config: lr 0.001 -> 0.003\n" in lr.stdout
     assert len(all_runs(mlflow_store)) == 3
@@ -67,7 +67,7 @@ def test_a_partition_with_other_columns_exits_2_naming_it(client, mlflow_store, 
     root = partitions(tmp_path / "table", 2)
     write(wine_frame().drop(columns=["ash"]), root / "part-7.csv")
     for extra in ((), ("--skip-unchanged",)):
-        p = run_cli("train", "--data", root, "--target", "cultivar", *extra, timeout=60)
+        p = call_main("train", "--data", root, "--target", "cultivar", *extra)
         assert p.returncode == 2
         assert "'part-7.csv'" in p.stderr and "missing 'ash'" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert all_runs(mlflow_store) == []

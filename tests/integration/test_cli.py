@@ -1,8 +1,9 @@
-"""The `trackflow` console script, run as a user runs it (a subprocess), against the test Prefect server."""
+"""The `trackflow` commands against the test Prefect server: the console script as a user runs it (a subprocess)
+once, the rest through cli.main in this process (tests/helpers/cli.py)."""
 
 import pytest
 
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import call_main, run_cli
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -39,7 +40,7 @@ def test_train_end_to_end(client):
     ],
 )
 def test_bad_arguments_exit_2_with_no_run(client, command, args, message):
-    p = run_cli(command, *args, timeout=60)
+    p = call_main(command, *args)
     assert p.returncode == 2, p.stderr
     assert message in p.stderr
     assert "Traceback" not in p.stderr
@@ -47,7 +48,7 @@ def test_bad_arguments_exit_2_with_no_run(client, command, args, message):
 
 
 def test_sweep_end_to_end(client):
-    p = run_cli("sweep", "--lrs", "0.001,0.05", "--n-samples", "300", "--epochs", "2", "--metric", "val_loss")
+    p = call_main("sweep", "--lrs", "0.001,0.05", "--n-samples", "300", "--epochs", "2", "--metric", "val_loss")
     assert p.returncode == 0, p.stderr
     exp = client.get_experiment_by_name("classifier").experiment_id
     parent = client.search_runs([exp], filter_string="tags.`trackflow.kind` = 'sweep'")[0]
@@ -60,7 +61,7 @@ def test_train_on_a_real_table_end_to_end(client, tmp_path):
     from tests.helpers.tables import wine_frame, write
 
     path = write(wine_frame(), tmp_path / "wine.csv")
-    p = run_cli("train", "--data", path, "--target", "cultivar", "--epochs", "20", "--hidden-layers", "32,16")
+    p = call_main("train", "--data", path, "--target", "cultivar", "--epochs", "20", "--hidden-layers", "32,16")
     assert p.returncode == 0, p.stderr
     assert "Test metrics (3 classes: barbera, barolo, grignolino)" in p.stdout and "test_f1_macro" in p.stdout
     [run] = client.search_runs([client.get_experiment_by_name("classifier").experiment_id])
@@ -89,7 +90,7 @@ def test_bad_data_exits_2_with_one_line_and_no_run(client, tmp_path, table, args
     if table:
         frames[table].to_csv(tmp_path / "t.csv", index=False)
         args = ["--data", tmp_path / "t.csv", *args]
-    p = run_cli("train", *args, timeout=120)
+    p = call_main("train", *args)
     assert p.returncode == 2, p.stdout[-2000:] + p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("trackflow train: ") and message in p.stderr
     assert "Traceback" not in p.stderr
@@ -101,8 +102,8 @@ def test_sweep_on_a_table_promotes_the_champion(client, tmp_path):
     from tests.helpers.tables import breast_cancer_frame, write
 
     path = write(breast_cancer_frame(), tmp_path / "bc.parquet")
-    p = run_cli("sweep", "--data", path, "--target", "target", "--drop", "patient id", "--lrs", "0.001,0.01",
-                "--epochs", "3")
+    p = call_main("sweep", "--data", path, "--target", "target", "--drop", "patient id", "--lrs", "0.001,0.01",
+                  "--epochs", "3")
     assert p.returncode == 0, p.stderr
     champion = client.get_model_version_by_alias("classifier", "champion")
     assert client.get_run(champion.run_id).data.params["data"] == str(path)

@@ -1,4 +1,7 @@
-"""Batch inference end to end: the console script on tiny local models, a real Prefect server, a real MLflow store."""
+"""Batch inference end to end: the commands on tiny local models, a real Prefect server, a real MLflow store.
+
+The commands run through cli.main in this process (call_main); the console script where the process matters:
+a kill mid-batch, and Hugging Face settings read at import."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers.audio import write_audio
-from tests.helpers.cli import TRACKFLOW, cli_env, run_cli
+from tests.helpers.cli import TRACKFLOW, call_main, cli_env, run_cli
 from tests.helpers.files import read_only_folder
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -48,8 +51,8 @@ def prompts(tmp_path):
 
 def test_text_end_to_end_with_mlflow_run(prompts, tmp_path, tiny_models, client):
     out = tmp_path / "out"
-    p = run_cli("infer", "text", prompts, "--out", out, "--model", tiny_models["text"], "--max-new-tokens", "6",
-                "--batch-size", "2")
+    p = call_main("infer", "text", prompts, "--out", out, "--model", tiny_models["text"], "--max-new-tokens", "6",
+                  "--batch-size", "2")
     assert p.returncode == 0, p.stderr
     recs = by_key(records(out))
     assert set(recs) == {"a.txt", "sub dir/odd name, ü [1].txt", "batch.jsonl:1", "batch.jsonl:2"}
@@ -73,10 +76,10 @@ def test_text_end_to_end_with_mlflow_run(prompts, tmp_path, tiny_models, client)
 def test_text_rerun_is_idempotent_and_redoes_only_changed_inputs(prompts, tmp_path, tiny_models, client):
     out = tmp_path / "out"
     args = ("infer", "text", prompts, "--out", out, "--model", tiny_models["text"], "--max-new-tokens", "4")
-    assert run_cli(*args).returncode == 0
+    assert call_main(*args).returncode == 0
     first = by_key(records(out))
     (prompts / "a.txt").write_text("Changed prompt", encoding="utf-8")
-    p = run_cli(*args)
+    p = call_main(*args)
     assert p.returncode == 0, p.stderr
     assert "(3 already done, skipped)" in p.stdout
     second = by_key(records(out))
@@ -96,7 +99,7 @@ def test_bad_text_inputs_never_stop_the_batch(tmp_path, tiny_models):
     (d / "long.txt").write_text("word " * 400)  # the tiny model's context is 128 tokens
     (d / "lines.jsonl").write_text('{"prompt": "fine"}\nnot json\n{"prompt": ""}\n')
     out = tmp_path / "out"
-    p = run_cli("infer", "text", d, "--out", out, "--model", tiny_models["text"], "--max-new-tokens", "4")
+    p = call_main("infer", "text", d, "--out", out, "--model", tiny_models["text"], "--max-new-tokens", "4")
     assert p.returncode == 1, p.stderr
     assert p.stderr.splitlines()[-1] == "trackflow infer text: 6 of 8 inputs failed"
     recs = by_key(records(out))
@@ -125,8 +128,8 @@ def test_audio_end_to_end_any_rate_and_channels_and_bad_files(tmp_path, tiny_mod
     (d / "cut.wav").write_bytes(full[: len(full) // 3])
     write_audio(d / "blip.wav", 16000, 0.02)  # 20 ms: shorter than the model's 25 ms receptive field
     out = tmp_path / "out"
-    p = run_cli("infer", "audio", d, "--out", out, "--model", tiny_models["audio"], "--chunk-seconds", "3",
-                "--batch-size", "4")
+    p = call_main("infer", "audio", d, "--out", out, "--model", tiny_models["audio"], "--chunk-seconds", "3",
+                  "--batch-size", "4")
     assert p.returncode == 1, p.stderr
     recs = by_key(records(out))
     ok = {k for k, r in recs.items() if r["status"] == "ok"}
@@ -151,7 +154,7 @@ def test_out_equal_to_the_input_folder_never_reads_the_jobs_own_files(tmp_path, 
     (d / "p.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
     args = ("infer", "text", d, "--out", d, "--model", tiny_models["text"], "--max-new-tokens", "3", "--glob", "*")
     for run in (1, 2):
-        p = run_cli(*args)
+        p = call_main(*args)
         assert p.returncode == 0, p.stderr
         assert "3 inputs: 3 ok, 0 failed" in p.stdout, p.stdout
         assert set(by_key(records(d))) == {"a.txt", "p.jsonl:1", "p.jsonl:2"}
@@ -166,7 +169,7 @@ def test_inputs_that_are_gone_stop_counting_and_an_odd_record_is_redone(tmp_path
     (d / "p.jsonl").write_text('{"prompt": "one"}\n{"prompt": "two"}\n')
     out = tmp_path / "out"
     args = ("infer", "text", d, "--out", out, "--model", tiny_models["text"], "--max-new-tokens", "3")
-    p = run_cli(*args)
+    p = call_main(*args)
     assert p.returncode == 1 and "1 of 5 inputs failed" in p.stderr, p.stderr
     (d / "empty.txt").unlink()  # the failed input, and an ok one, deleted; a .jsonl line removed
     (d / "other.txt").unlink()
@@ -174,7 +177,7 @@ def test_inputs_that_are_gone_stop_counting_and_an_odd_record_is_redone(tmp_path
     odd = [dict(r, line="one") if r["line"] == 1 else r for r in records(out)]  # p.jsonl:1's line as text
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in odd))
     for skipped in (1, 2):  # p.jsonl:1 is redone once
-        p = run_cli(*args)
+        p = call_main(*args)
         assert p.returncode == 0, p.stderr
         assert f"2 inputs: 2 ok, 0 failed ({skipped} already done, skipped)" in p.stdout, p.stdout
         assert "3 inputs of earlier runs no longer exist" in p.stdout and "FAILED" not in p.stdout
@@ -191,7 +194,7 @@ def test_inputs_that_are_gone_stop_counting_and_an_odd_record_is_redone(tmp_path
 
 def test_a_read_only_output_folder_exits_2_before_any_work(tmp_path, tiny_models, prompts, client):
     folder = read_only_folder(tmp_path)
-    p = run_cli("infer", "text", prompts, "--out", folder, "--model", tiny_models["text"], timeout=120)
+    p = call_main("infer", "text", prompts, "--out", folder, "--model", tiny_models["text"])
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip() == (f"trackflow infer: cannot write to output folder {str(folder)!r}: Permission denied; "
                                 "make it writable or pass another --out")
@@ -210,7 +213,7 @@ def test_a_read_only_output_folder_exits_2_before_any_work(tmp_path, tiny_models
 def test_missing_or_empty_folder_exits_2_with_no_run(tmp_path, tiny_models, client, setup, message):
     d = tmp_path / "in"
     setup(d)
-    p = run_cli("infer", "text", d, "--out", tmp_path / "out", "--model", tiny_models["text"], timeout=120)
+    p = call_main("infer", "text", d, "--out", tmp_path / "out", "--model", tiny_models["text"])
     assert p.returncode == 2, p.stderr
     assert message in p.stderr and str(d) in p.stderr and "Traceback" not in p.stderr
     assert client.get_experiment_by_name("batch-inference") is None
@@ -219,12 +222,12 @@ def test_missing_or_empty_folder_exits_2_with_no_run(tmp_path, tiny_models, clie
 def test_allow_empty_inbox_is_nothing_to_do_even_when_its_folder_is_missing(tmp_path, tiny_models, client):
     d = tmp_path / "inbox"
     d.mkdir()
-    p = run_cli("infer", "text", d, "--out", tmp_path / "out", "--model", tiny_models["text"], "--allow-empty", timeout=120)
+    p = call_main("infer", "text", d, "--out", tmp_path / "out", "--model", tiny_models["text"], "--allow-empty")
     assert p.returncode == 0, p.stderr
     assert "Nothing to do: no files matching" in p.stdout
     assert client.get_experiment_by_name("batch-inference") is None
-    p = run_cli("infer", "text", tmp_path / "nope", "--out", tmp_path / "out", "--model", tiny_models["text"],
-                "--allow-empty", timeout=120)
+    p = call_main("infer", "text", tmp_path / "nope", "--out", tmp_path / "out", "--model", tiny_models["text"],
+                  "--allow-empty")
     assert p.returncode == 0 and "Nothing to do" in p.stdout, p.stderr
     assert client.get_experiment_by_name("batch-inference") is None
 
@@ -242,7 +245,7 @@ def test_uncached_hub_model_offline_exits_2_at_once(prompts, tmp_path):
 def test_resumes_after_the_process_is_killed_mid_batch(tmp_path, tiny_models):
     d = tmp_path / "in"
     d.mkdir()
-    n = 240
+    n = 40  # the kill lands within ~10 ms of the 10th record: room to spare, and a short rerun
     for i in range(n):
         (d / f"p{i:03d}.txt").write_text(f"Prompt number {i} about the sea and the sky")
     out = tmp_path / "out"
@@ -261,7 +264,7 @@ def test_resumes_after_the_process_is_killed_mid_batch(tmp_path, tiny_models):
     proc.wait()
     done_before = results.read_bytes().count(b"\n")
     assert 10 <= done_before < n, f"killed too late to test resumption ({done_before} of {n} done)"
-    p = run_cli(*args[1:])
+    p = call_main(*args[1:])
     assert p.returncode == 0, p.stderr
     recs = by_key(records(out))
     assert len(recs) == n and all(r["status"] == "ok" for r in recs.values())

@@ -5,7 +5,7 @@ from mlflow.exceptions import MlflowException
 
 from flows.sweep import sweep_pipeline
 from flows.train import training_pipeline
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import call_main
 from tests.helpers.tables import breast_cancer_frame, wine_frame, write
 from trackflow.config import SweepConfig, TrainConfig
 
@@ -55,11 +55,11 @@ def test_the_weekly_sweep_on_the_generated_set_never_replaces_a_champion_of_the_
 
 
 def test_the_cli_says_in_one_line_whether_it_promoted_and_why(client, tmp_path):
-    p = run_cli("train", "--n-samples", "300", "--epochs", "2")
+    p = call_main("train", "--n-samples", "300", "--epochs", "2")
     assert p.returncode == 0, p.stderr
     assert "Promotion:    models:/classifier/1 is now @champion: no version held the alias\n" in p.stdout
     table = write(breast_cancer_frame(), tmp_path / "bc.csv")  # same target name and classes, other columns
-    p = run_cli("train", "--data", table, "--target", "target", "--drop", "patient id", "--epochs", "2")
+    p = call_main("train", "--data", table, "--target", "target", "--drop", "patient id", "--epochs", "2")
     assert p.returncode == 0, p.stderr
     [line] = [s for s in p.stdout.splitlines() if s.startswith("Promotion:")]
     assert line == ("Promotion:    @champion stays version 1: this model's input columns differ from it, so requests "

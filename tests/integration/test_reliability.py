@@ -1,5 +1,6 @@
 """The paths users meet in their first week: reruns, odd files, interrupts, kills, two commands at once,
-unreachable servers, credentials in URLs. Each runs the `trackflow` console script as a user does."""
+unreachable servers, credentials in URLs. What a process shows (signals, kills, commands at once, its own Prefect
+server) runs the `trackflow` console script as a user does; the rest runs cli.main in this process (call_main)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from tests.helpers.cli import cli_env
+from tests.helpers.cli import call_main, cli_env
 from tests.helpers import processes as P
 from tests.helpers.store import all_runs, wait_for_running_run
 from trackflow import telemetry
@@ -62,9 +63,9 @@ def test_rerun_of_a_finished_job_is_a_quiet_success(tmp_path, tiny_models):
     d.mkdir()
     (d / "a.txt").write_text("hi")
     args = ("infer", "text", d, "--out", tmp_path / "out", "--model", tiny_models["text"], "--max-new-tokens", "4")
-    first = P.run(args, cli_env())
+    first = call_main(*args)
     assert first.returncode == 0, first.stderr
-    again = P.run(args, cli_env())
+    again = call_main(*args)
     assert again.returncode == 0, again.stderr
     assert "1 inputs: 1 ok, 0 failed (1 already done, skipped)" in again.stdout
     assert (tmp_path / "out" / "results.csv").exists()
@@ -78,10 +79,10 @@ def test_rerun_whose_first_window_is_all_done_finishes_the_rest(tmp_path, tiny_m
         (d / f"p{i:02d}.txt").write_text(f"prompt {i}")
     args = ("infer", "text", d, "--out", tmp_path / "out", "--model", tiny_models["text"], "--max-new-tokens", "2",
             "--batch-size", "2")
-    assert P.run(args, cli_env()).returncode == 0
+    assert call_main(*args).returncode == 0
     for i in range(16, 19):
         (d / f"p{i:02d}.txt").write_text(f"prompt {i}")
-    p = P.run(args, cli_env())
+    p = call_main(*args)
     assert p.returncode == 0, p.stderr
     assert "19 inputs: 19 ok, 0 failed (16 already done, skipped)" in p.stdout
     assert all(r["status"] == "ok" for r in records(tmp_path / "out").values())
@@ -165,7 +166,7 @@ def test_the_next_command_reaps_runs_of_a_killed_one(tmp_path, mlflow_store):
     proc = P.start(LONG_TRAIN, cli_env(), log)
     run = wait_for_running_run(mlflow_store, proc)
     P.interrupt(proc, signal.SIGKILL, group=False)
-    p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env())
+    p = call_main("train", "--n-samples", "300", "--epochs", "1")
     assert p.returncode == 0, p.stderr
     assert "trackflow: marked run 'train-adam-lr0.001'" in p.stderr and "KILLED" in p.stderr
     assert f"trackflow: set Prefect flow run {run.data.tags['prefect.flow_run_id']} Crashed" in p.stderr
@@ -301,7 +302,7 @@ def test_a_bad_model_is_refused_before_prefect_starts(tmp_path, tiny_models, mlf
     torch.save(load_file(tiny_models["text"] / "model.safetensors"), pickled / "pytorch_model.bin")
     for model, message in ((pickled, "holds only pickle weights (pytorch_model.bin); trackflow loads safetensors only"),
                            ("models:/nothing/1", "MLflow model 'models:/nothing/1' cannot be fetched")):
-        p = P.run(("infer", "text", d, "--out", tmp_path / "out", "--model", model), cli_env())
+        p = call_main("infer", "text", d, "--out", tmp_path / "out", "--model", model)
         assert p.returncode == 2, p.stderr
         assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1
         assert "Flow run" not in p.stdout + p.stderr  # no flow was started

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import call_main
 from tests.helpers.servers import mlflow_server, pg_bin, postgres
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -19,10 +19,10 @@ def test_train_and_sweep_against_an_mlflow_server_on_postgresql(tmp_path):
     with postgres(tmp_path / "pg" / "data") as db, \
             mlflow_server(db, tmp_path / "artifacts", tmp_path / "mlflow.log") as url:
         small = ["--n-samples", "300", "--epochs", "2", "--experiment", "shared"]
-        p = run_cli("train", *small, MLFLOW_TRACKING_URI=url)
+        p = call_main("train", *small, MLFLOW_TRACKING_URI=url)
         assert p.returncode == 0, p.stderr
         assert f"{url}/#/experiments/" in p.stdout  # links point at the tracking server's own UI
-        p = run_cli("sweep", *small, "--lrs", "0.01,0.1", MLFLOW_TRACKING_URI=url)
+        p = call_main("sweep", *small, "--lrs", "0.01,0.1", MLFLOW_TRACKING_URI=url)
         assert p.returncode == 0, p.stderr
 
         client = MlflowClient(tracking_uri=url, registry_uri=url)

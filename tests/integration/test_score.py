@@ -1,4 +1,6 @@
-"""`trackflow score` end to end: a registered model, a real Prefect server, a real MLflow store."""
+"""`trackflow score` end to end: a registered model, a real Prefect server, a real MLflow store.
+
+The command runs through cli.main in this process (call_main); as the console script where it is killed."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers.cli import TRACKFLOW, cli_env, run_cli
+from tests.helpers.cli import TRACKFLOW, call_main, cli_env
 from tests.helpers.scoring import churn_table, register_classifier
 from tests.helpers.tables import wine_frame, write
 
@@ -49,7 +51,7 @@ def test_scores_a_csv_and_a_parquet_folder_and_a_rerun_skips(tmp_path, client):
     write(wine.head(120), inbox / "day1.csv")
     write(wine.tail(58), inbox / "parts" / "day2.parquet")
     out = tmp_path / "out"
-    p = run_cli("score", inbox, "--out", out, "--batch-rows", "32")
+    p = call_main("score", inbox, "--out", out, "--batch-rows", "32")
     assert p.returncode == 0, p.stderr
     assert "2 files: 2 scored, 0 failed" in p.stdout and f"models:/classifier/{version}" in p.stdout
     assert_scored_like_the_model(out / "day1.parquet", wine.head(120), version)
@@ -67,11 +69,11 @@ def test_scores_a_csv_and_a_parquet_folder_and_a_rerun_skips(tmp_path, client):
     assert run.data.metrics["rows_per_second"] > 0
     assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == ["day1.csv", "parts/day2.parquet"]
 
-    p = run_cli("score", inbox, "--out", out, "--keep", "alcohol")
+    p = call_main("score", inbox, "--out", out, "--keep", "alcohol")
     assert p.returncode == 0, p.stderr
     assert "2 files: 0 scored, 0 failed, 2 unchanged" not in p.stdout  # --keep changes the outputs: redone
     assert list(pd.read_parquet(out / "day1.parquet").columns)[:2] == ["alcohol", "label"]
-    p = run_cli("score", inbox, "--out", out, "--keep", "alcohol")
+    p = call_main("score", inbox, "--out", out, "--keep", "alcohol")
     assert p.returncode == 0 and "2 files: 0 scored, 0 failed, 2 unchanged" in p.stdout, p.stdout + p.stderr
 
 
@@ -87,7 +89,7 @@ def test_each_bad_table_gets_its_error_record_and_the_others_finish(tmp_path, cl
     (inbox / "empty.csv").write_bytes(b"")
     (inbox / "broken.parquet").write_bytes(b"PAR1 not really")
     out = tmp_path / "out"
-    p = run_cli("score", inbox, "--out", out)
+    p = call_main("score", inbox, "--out", out)
     assert p.returncode == 1, p.stderr
     assert "trackflow score: 4 of 5 files failed" in p.stderr and "Traceback" not in p.stderr
     recs = records(out)
@@ -112,7 +114,7 @@ def test_each_bad_table_gets_its_error_record_and_the_others_finish(tmp_path, cl
 def test_bad_arguments_exit_2_in_one_line_before_any_run(tmp_path, client, monkeypatch, setup, args, message):
     monkeypatch.chdir(tmp_path)
     setup(tmp_path, client)
-    p = run_cli("score", *args, timeout=180)
+    p = call_main("score", *args)
     assert p.returncode == 2, p.stdout + p.stderr
     assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     assert client.get_experiment_by_name("batch-scoring") is None
@@ -120,7 +122,7 @@ def test_bad_arguments_exit_2_in_one_line_before_any_run(tmp_path, client, monke
 
 def test_an_empty_inbox_is_nothing_to_do(tmp_path, client):
     (tmp_path / "inbox").mkdir()
-    p = run_cli("score", tmp_path / "inbox", "--out", tmp_path / "out", "--allow-empty", timeout=120)
+    p = call_main("score", tmp_path / "inbox", "--out", tmp_path / "out", "--allow-empty")
     assert p.returncode == 0 and "Nothing to do" in p.stdout, p.stderr
     assert client.get_experiment_by_name("batch-scoring") is None
 
@@ -175,7 +177,7 @@ def test_killed_mid_file_then_rerun_leaves_one_complete_output_per_input(tmp_pat
     proc.wait()
     assert list(out.glob(".*.partial")) and len(records(out)) < 4
 
-    p = run_cli(*args[1:])
+    p = call_main(*args[1:])
     assert p.returncode == 0, p.stderr
     assert "4 files:" in p.stdout and ("1 unchanged" in p.stdout or "2 unchanged" in p.stdout), p.stdout
     files = sorted(x.name for x in out.iterdir() if x.name not in (".trackflow.lock", "results.csv", "results.jsonl"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import TRACKFLOW, run_cli
+from tests.helpers.cli import TRACKFLOW, call_main, run_cli
 from tests.helpers.servers import free_port, prefect_server, spawn, stop, wait_http
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -69,7 +69,7 @@ def screenshot(driver, tmp_path: Path, name: str) -> Path:
 
 @pytest.mark.slow
 def test_mlflow_ui_shows_the_sweep_trials(tmp_path, browser, client, mlflow_store):
-    p = run_cli("sweep", "--n-samples", "300", "--epochs", "3", "--lrs", "0.001,0.01,0.1")
+    p = call_main("sweep", "--n-samples", "300", "--epochs", "3", "--lrs", "0.001,0.01,0.1")
     assert p.returncode == 0, p.stderr
     exp = client.get_experiment_by_name("classifier")
     runs = client.search_runs([exp.experiment_id])

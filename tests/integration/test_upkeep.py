@@ -1,6 +1,7 @@
 """Day two: Prefect links that outlive the command, dead runs cleaned on both sides, retention.
 
-Each runs the `trackflow` console script as a user does, against real Prefect servers.
+Against real Prefect servers: the `trackflow` console script where a process is killed or has no configured
+Prefect API (its own temporary server); cli.main in this process (call_main) for the rest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from tests.helpers import processes as P
-from tests.helpers.cli import cli_env
+from tests.helpers.cli import call_main, cli_env
 from tests.helpers.servers import free_port, mlflow_server, prefect_server
 from tests.helpers.store import all_runs
 from tests.integration.test_ui import browser, wait_for_text  # noqa: F401 (browser is a fixture)
@@ -116,7 +117,7 @@ def test_kill_9_then_reap_crashes_the_dead_flow_run_and_leaves_a_live_one_alone(
     dead_fr = dead.data.tags["prefect.flow_run_id"]
     assert flow_run(api, dead_fr)["state"]["type"] == "RUNNING"  # nobody could end it
 
-    p = P.run(("runs", "reap"), cli_env())
+    p = call_main("runs", "reap")
     assert p.returncode == 0, p.stderr
     assert f"KILLED {dead.info.run_id}" in p.stdout and "1 of their Prefect flow run(s) set Crashed" in p.stdout
     state = flow_run(api, dead_fr)["state"]
@@ -148,18 +149,18 @@ def _running_run_in(uri: str, proc, experiment: str, timeout: float = 180):
 
 def test_prune_deletes_the_run_and_its_prefect_flow_run(client, mlflow_store):
     api = session_api()
-    p = P.run(SMALL_TRAIN, cli_env())
+    p = call_main(*SMALL_TRAIN)
     assert p.returncode == 0, p.stderr[-3000:]
     [run] = all_runs(mlflow_store)
     fr = run.data.tags["prefect.flow_run_id"]
     assert flow_run(api, fr) is not None
 
-    dry = P.run(("runs", "prune", "--older-than", "0"), cli_env())
+    dry = call_main("runs", "prune", "--older-than", "0")
     assert dry.returncode == 0, dry.stderr
     assert run.info.run_id in dry.stdout and "Would delete 1 run(s)" in dry.stdout
     assert "and their 1 Prefect flow run(s)" in dry.stdout and flow_run(api, fr) is not None
 
-    p = P.run(("runs", "prune", "--older-than", "0", "--yes"), cli_env())
+    p = call_main("runs", "prune", "--older-than", "0", "--yes")
     assert p.returncode == 0, p.stderr
     assert "Deleted 1 run(s)" in p.stdout and "and 1 Prefect flow run(s)" in p.stdout
     assert all_runs(mlflow_store) == []
@@ -196,8 +197,7 @@ def test_prune_through_an_mlflow_tracking_server_deletes_the_artifacts_it_serves
         on_disk = [p for p in artifacts.rglob("*") if p.is_file()]
         assert len(on_disk) == 2
 
-        env = dict(os.environ, MLFLOW_TRACKING_URI=url)
-        p = P.run(("runs", "prune", "--older-than", "30", "--yes"), env)
+        p = call_main("runs", "prune", "--older-than", "30", "--yes", MLFLOW_TRACKING_URI=url)
         assert p.returncode == 0, p.stderr
         assert "Deleted 1 run(s) and 2.0 KB (2000 bytes) of artifacts" in p.stdout
         assert [p.name for p in artifacts.rglob("*") if p.is_file()] == ["b.txt"]
@@ -209,14 +209,14 @@ def test_prune_through_an_mlflow_tracking_server_deletes_the_artifacts_it_serves
 
 
 def test_runs_show_ranks_a_real_sweeps_trials_as_the_sweep_did(client, mlflow_store):
-    p = P.run(("sweep", "--n-samples", "300", "--epochs", "3", "--lrs", "0.001,0.01,0.1", "--metric", "val_loss",
-               "--runner", "sequential", "--no-register-model"), cli_env())
+    p = call_main("sweep", "--n-samples", "300", "--epochs", "3", "--lrs", "0.001,0.01,0.1", "--metric", "val_loss",
+                  "--runner", "sequential", "--no-register-model")
     assert p.returncode == 0, p.stderr[-3000:]
     swept = re.findall(r"^  \S+ +val_loss (\S+) .* run ([0-9a-f]{32})$", p.stdout, re.M)
     assert len(swept) == 3
     parent = re.search(r"MLflow parent run: ([0-9a-f]{32})", p.stdout).group(1)
 
-    shown = P.run(("runs", "show", parent), cli_env(COLUMNS="250"))
+    shown = call_main("runs", "show", parent, COLUMNS="250")
     assert shown.returncode == 0, shown.stderr
     assert "Trials ranked by val_loss" in shown.stdout
     order = [m.group(1) for m in re.finditer(r"([0-9a-f]{32})", shown.stdout.split("Trials ranked by")[1])]
