@@ -12,7 +12,7 @@
    local Dask cluster (seconds per extra call; the trial's arrays are sent once).
 
 Usage: python benchmarks/bench_search.py [--quick] [--trials N] [--min-resource N] [--reduction-factor N]
-       [--startup N] [--multivariate] [--skip-segments | --segments-only]
+       [--startup N] [--multivariate] [--optimizers A,B] [--skip-segments | --segments-only]
 """
 
 from __future__ import annotations
@@ -51,11 +51,12 @@ def breast_cancer_with_noise(folder: Path, seed: int = 0) -> Path:
     return path
 
 
-def optimizers() -> list[str]:
-    """Every optimizer a sweep accepts (the list's item type in SweepConfig)."""
+def optimizers(chosen: str | None) -> list[str]:
+    """The grid's optimizers: those named, or every one a sweep accepts (the list's item type in SweepConfig)."""
     from trackflow.config import SweepConfig
 
-    return list(typing.get_args(typing.get_args(SweepConfig.model_fields["optimizers"].annotation)[0]))
+    accepted = list(typing.get_args(typing.get_args(SweepConfig.model_fields["optimizers"].annotation)[0]))
+    return [o for o in chosen.split(",") if o in accepted] if chosen else accepted
 
 
 def encoded_data(path: Path, seed: int):
@@ -80,11 +81,11 @@ def search(config, data, pruning=None, sampler=None):
     return best, sum(r.epochs for r in results), outcomes, seconds
 
 
-def grid_against_tpe(path: Path, seeds: list[int], n_trials: int, asha: dict, tpe: dict) -> None:
+def grid_against_tpe(path: Path, seeds: list[int], n_trials: int, asha: dict, tpe: dict, chosen: str | None) -> None:
     from tasks.search import make_pruner, make_sampler
     from trackflow.config import SweepConfig, TrainConfig
 
-    opts = optimizers()
+    opts = optimizers(chosen)
     n_grid = len(LRS) * len(opts) * len(DROPOUTS)
     print(f"Breast cancer + {NOISE_COLUMNS} noise columns; grid {len(LRS)} lrs x {len(opts)} optimizers "
           f"({', '.join(opts)}) x {len(DROPOUTS)} dropouts = {n_grid} points x {EPOCHS} epochs; "
@@ -160,6 +161,7 @@ def segment_cost(reps: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--optimizers", default=None, help="the grid's optimizers, comma-separated (default: all four)")
     ap.add_argument("--quick", action="store_true", help="one seed, one repeat (a smoke run)")
     ap.add_argument("--trials", type=int, default=DEFAULT_SEARCH_TRIALS,
                     help=f"trainings of the TPE search (default {DEFAULT_SEARCH_TRIALS}, the sweep's)")
@@ -178,7 +180,7 @@ def main() -> None:
     if not args.segments_only:
         with tempfile.TemporaryDirectory(prefix="bench-search-") as work:
             grid_against_tpe(breast_cancer_with_noise(Path(work)), [0] if args.quick else [0, 1, 2], args.trials,
-                             asha, tpe)
+                             asha, tpe, args.optimizers)
     if not args.skip_segments:
         segment_cost(1 if args.quick else 15)
 

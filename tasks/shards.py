@@ -19,6 +19,7 @@ lost with its worker; a cache is simply filled again by the replacement worker.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import shutil
@@ -290,13 +291,19 @@ def _workers(client) -> int:
     return n_workers(client)
 
 
-def merge_job_stats(total: JobStats, part: JobStats) -> None:
-    total.n_skipped += part.n_skipped
-    total.n_processed += part.n_processed
-    total.measure_total += part.measure_total
-    total.compute_seconds += part.compute_seconds
-    total.present |= part.present
-    total.failures += part.failures[: MAX_FAILURES_KEPT - len(total.failures)]
+def merge_stats(total, part, skip: tuple[str, ...] = ()) -> None:
+    """Add a shard's stats into the job's (JobStats, ScoreStats alike): numbers summed, sets and dicts joined,
+    failures kept up to MAX_FAILURES_KEPT; the fields in `skip` are the job's own."""
+    for f in dataclasses.fields(total):
+        if f.name in skip:
+            continue
+        mine, theirs = getattr(total, f.name), getattr(part, f.name)
+        if isinstance(mine, list):
+            mine += theirs[: MAX_FAILURES_KEPT - len(mine)]
+        elif isinstance(mine, (set, dict)):
+            mine |= theirs
+        else:
+            setattr(total, f.name, mine + theirs)
 
 
 def run_job_on_cluster(client, spec: InferSpec, files: Sequence[str], log: ResultsLog, shard_files: int,
@@ -306,7 +313,7 @@ def run_job_on_cluster(client, spec: InferSpec, files: Sequence[str], log: Resul
 
     def on_result(shard: list[str], result: ShardResult) -> None:
         log.append(result.records)
-        merge_job_stats(stats, result.stats)
+        merge_stats(stats, result.stats)
         cluster.add(result, len(result.records), result.stats.measure_total)
         progress.update(len(shard))
 
@@ -325,16 +332,6 @@ def stage_model(folder: str | Path, out_dir: str | Path, name: str) -> str:
 
 def unstage_models(out_dir: str | Path) -> None:
     shutil.rmtree(Path(out_dir) / STAGED_MODELS, ignore_errors=True)
-
-
-def merge_score_stats(total, part) -> None:
-    total.ok += part.ok
-    total.failed += part.failed
-    total.skipped += part.skipped
-    total.rows += part.rows
-    total.seconds += part.seconds
-    total.digests |= part.digests
-    total.failures += part.failures[: MAX_FAILURES_KEPT - len(total.failures)]
 
 
 def score_job_on_cluster(client, spec: ScoreSpec, files: Sequence[str], log: ResultsLog, shard_files: int,
@@ -376,7 +373,7 @@ def score_job_on_cluster(client, spec: ScoreSpec, files: Sequence[str], log: Res
                     result.stats.rows -= rec.get("rows") or 0
             records.append(rec)
         log.append(records)
-        merge_score_stats(stats, result.stats)
+        merge_stats(stats, result.stats, skip=("files",))  # files: counted once, by the job
         cluster.add(result, len(records), result.stats.rows)
         progress.update(len(shard))
 

@@ -88,3 +88,20 @@ def test_an_unreachable_scheduler_is_named():
         s.bind(("127.0.0.1", 0))
         s.listen()
         check_reachable(f"tcp://127.0.0.1:{s.getsockname()[1]}")
+
+
+def test_a_shards_stats_add_into_the_jobs_for_both_kinds():
+    from tasks.batch import JobStats
+    from tasks.scoring import ScoreStats
+    from tasks.shards import MAX_FAILURES_KEPT, merge_stats
+
+    job = JobStats(n_processed=2, measure_total=1.5, present={"a"}, failures=[("a", "x")])
+    merge_stats(job, JobStats(n_skipped=1, n_processed=3, measure_total=0.5, compute_seconds=2.0, present={"b"},
+                              failures=[("b", "y")] * (MAX_FAILURES_KEPT + 5)))
+    assert (job.n_skipped, job.n_processed, job.measure_total, job.compute_seconds) == (1, 5, 2.0, 2.0)
+    assert job.present == {"a", "b"} and len(job.failures) == MAX_FAILURES_KEPT and job.failures[0] == ("a", "x")
+
+    total = ScoreStats(files=10, ok=1, digests={"a": "1"})
+    merge_stats(total, ScoreStats(files=3, ok=2, failed=1, rows=7, seconds=0.5, digests={"b": "2"}), skip=("files",))
+    assert (total.files, total.ok, total.failed, total.rows, total.seconds) == (10, 3, 1, 7, 0.5)
+    assert total.digests == {"a": "1", "b": "2"}
