@@ -332,6 +332,9 @@ class SweepConfig(ClusterConfig):
         if self.search == "grid" and self.n_trials is not None:
             raise ValueError(f"{param('n_trials')} goes with {param('search')} random or tpe; the grid trains every "
                              "combination")
+        if self.prune != "none" and self.base.epochs < 2:
+            raise ValueError(f"{param('prune')} stops a trial between epochs; with {param('epochs')} "
+                             f"{self.base.epochs} there is none: raise {param('epochs')} or leave {param('prune')} out")
         if self.lr_range is not None:
             low, high = self.lr_range
             if self.search == "grid":

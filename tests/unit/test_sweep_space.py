@@ -39,3 +39,14 @@ def test_a_trial_is_timed_only_when_the_runner_is_auto(monkeypatch):
     assert timed == []  # a large network's timing fit is minutes that a named runner does not need
     assert sweep.plan_sweep(SweepConfig(), None, grid, 4, 2).kind == "processes"  # 4 trials of 100 s: a pool pays
     assert len(timed) == 1
+
+
+def test_pruning_is_refused_when_there_is_no_epoch_to_stop_after():
+    import pytest
+
+    from trackflow.config import TrainConfig
+
+    with pytest.raises(ValueError, match="config.prune stops a trial between epochs; with config.epochs 1 there is none"):
+        SweepConfig(base=TrainConfig(epochs=1), prune="asha")
+    assert SweepConfig(base=TrainConfig(epochs=2), prune="median").prune == "median"
+    assert SweepConfig(base=TrainConfig(epochs=1)).prune == "none"
