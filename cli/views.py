@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.options import UsageError
+from tasks.registry import TIEBREAK, rank_key
 from trackflow import store
-from trackflow.config import SWEEP_METRICS
 from trackflow.retention import KIND_TAG, artifact_bytes, artifact_files
 from trackflow.runs import FLOW_RUN_TAG, PARENT_TAG
 
@@ -138,7 +138,8 @@ def ranked_trials(c, parent) -> tuple[str, list, list]:
                            max_results=1000)
     ok = [t for t in trials if t.info.status == "FINISHED" and metric in t.data.metrics
           and t.data.tags.get(OUTCOME_TAG, "completed") == "completed"]  # a pruned trial's last value is no result
-    ok.sort(key=lambda t: t.data.metrics[metric], reverse=SWEEP_METRICS.get(metric, "max") == "max")
+    ok.sort(key=lambda t: t.info.start_time)  # equal keys keep the order the trials were opened in, as the sweep
+    ok.sort(key=lambda t: rank_key(metric, t.data.metrics[metric], t.data.metrics.get(TIEBREAK)))
     return metric, ok, [t for t in trials if t not in ok]
 
 

@@ -157,6 +157,13 @@ def plan_runner(config: SweepConfig, trial_seconds: float, n_trials: int, cores:
     return RunnerPlan("sequential", 1, f"auto: one after another; {why}")
 
 
+def plan_sweep(config: SweepConfig, data, grid: list[TrainConfig], n_trials: int, cores: int) -> RunnerPlan:
+    """plan_runner, timing a trial only for `auto`: a named runner (or --dask-address) needs no estimate, and the
+    timing fit of a large network would cost minutes in this process before the sweep starts."""
+    auto = config.runner == "auto" and not config.dask_address
+    return plan_runner(config, trial_seconds(data, grid) if auto else 0.0, n_trials, cores)
+
+
 @contextlib.contextmanager
 def trial_executor(plan: RunnerPlan) -> Iterator[object]:
     """Where the trials' computation runs: here (None), worker processes, or Dask.
@@ -367,7 +374,7 @@ def sweep_pipeline(config: SweepConfig = SweepConfig()) -> SweepResult:
     table = steps.load_data(**load_args(base, grid))  # bad data stops here, before any run is made
     splits = steps.split_table(table, base.test_size, base.val_size, base.seed)
     encoded = steps.encode_splits(splits)  # once: every trial trains on the same arrays
-    plan = plan_runner(config, trial_seconds(encoded.data, grid), planned, os.cpu_count() or 1)
+    plan = plan_sweep(config, encoded.data, grid, planned, os.cpu_count() or 1)
     print(f"Trials run {plan.reason}")
     experiment_id = steps.ensure_experiment(base.experiment)  # once, before the fan-out
     parent = steps.start_run(experiment_id, run_name=f"sweep-{planned}-trials",

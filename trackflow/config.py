@@ -211,13 +211,14 @@ class ClusterConfig(_Config):
     @model_validator(mode="after")
     def _check_runner(self) -> "ClusterConfig":
         if self.dask_address and self.workers:
-            raise ValueError("give either dask_address (an existing cluster) or workers (a local one), not both")
+            raise ValueError(f"give either {param('dask_address')} (an existing cluster) or {param('workers')} (a local one), "
+                             "not both")
         if self.dask_address and self.runner not in ("auto", "dask"):
-            raise ValueError(f"dask_address runs the work on Dask; it does not go with runner {self.runner!r}")
+            raise ValueError(f"{param('dask_address')} runs the work on Dask; it does not go with runner {self.runner!r}")
         if self.workers and self.runner == "sequential":
-            raise ValueError("workers sizes a pool of processes; it does not go with runner 'sequential'")
+            raise ValueError(f"{param('workers')} sizes a pool of processes; it does not go with runner 'sequential'")
         if self.dask_address and not self.dask_address.startswith(DASK_SCHEMES):
-            raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
+            raise ValueError(f"{param('dask_address')} {self.dask_address!r} must look like tcp://HOST:PORT")
         return self
 
     @property
@@ -249,7 +250,7 @@ class BatchClusterConfig(ClusterConfig):
     @model_validator(mode="after")
     def _check_workers(self) -> "BatchClusterConfig":
         if self.workers and self.runner != "dask":
-            raise ValueError("workers sizes a local Dask cluster; pass runner dask with it")
+            raise ValueError(f"{param('workers')} sizes a local Dask cluster; pass {param('runner')} dask with it")
         return self
 
 
@@ -331,6 +332,9 @@ class SweepConfig(ClusterConfig):
         if self.search == "grid" and self.n_trials is not None:
             raise ValueError(f"{param('n_trials')} goes with {param('search')} random or tpe; the grid trains every "
                              "combination")
+        if self.prune != "none" and self.base.epochs < 2:
+            raise ValueError(f"{param('prune')} stops a trial between epochs; with {param('epochs')} "
+                             f"{self.base.epochs} there is none: raise {param('epochs')} or leave {param('prune')} out")
         if self.lr_range is not None:
             low, high = self.lr_range
             if self.search == "grid":

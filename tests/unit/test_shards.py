@@ -15,7 +15,7 @@ from trackflow.config import ScoreConfig, SweepConfig, TextInferConfig
 
 @pytest.mark.parametrize("kw, message", [
     ({"runner": "processes"}, "Input should be 'auto', 'sequential' or 'dask'"),
-    ({"workers": 2}, "workers sizes a local Dask cluster; pass runner dask with it"),
+    ({"workers": 2}, "config.workers sizes a local Dask cluster; pass config.runner dask with it"),
     ({"dask_address": "localhost:8786"}, "must look like tcp://HOST:PORT"),
     ({"dask_address": "tcp://h:8786", "workers": 2}, "not both"),
     ({"dask_address": "tcp://h:8786", "runner": "sequential"}, "does not go with runner 'sequential'"),
@@ -25,6 +25,17 @@ from trackflow.config import ScoreConfig, SweepConfig, TextInferConfig
 def test_batch_jobs_name_a_cluster_as_the_sweep_does(config, kw, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         config(in_dir="in", out_dir="out", **kw)
+
+
+def test_the_runner_checks_name_the_options_at_the_command_line():
+    from trackflow.naming import names
+
+    with names("cli"), pytest.raises(ValueError, match="--workers sizes a local Dask cluster; pass --runner dask"):
+        ScoreConfig(in_dir="in", out_dir="out", workers=2)
+    with names("cli"), pytest.raises(ValueError, match="give either --dask-address .* or --workers"):
+        SweepConfig(dask_address="tcp://h:1", workers=2)
+    with names("cli"), pytest.raises(ValueError, match="--dask-address 'h:1' must look like"):
+        TextInferConfig(in_dir="in", out_dir="out", dask_address="h:1")
 
 
 def test_the_runner_fields_and_their_checks_are_shared():

@@ -26,3 +26,27 @@ def test_a_trials_length_is_estimated_over_the_grids_distinct_networks(monkeypat
     grid = SweepConfig(batch_sizes=[8, 16, 32, 64, 128, 256, 512, 1024], optimizers=["sgd", "adam"]).trials()
     assert sweep.trial_seconds(None, grid) == (8 + 32 + 256 + 1024) / 10 / 4  # 16 networks: 4 spread over them
     assert [(k["batch_size"], k["optimizer"]) for k in timed] == [(8, "sgd"), (32, "adam"), (256, "sgd"), (1024, "adam")]
+
+
+def test_a_trial_is_timed_only_when_the_runner_is_auto(monkeypatch):
+    timed = []
+    monkeypatch.setattr(sweep, "estimate_seconds", lambda data, **knobs: timed.append(knobs) or 100.0)
+    grid = SweepConfig().trials()
+    for named in (SweepConfig(runner="sequential"), SweepConfig(runner="processes", workers=2),
+                  SweepConfig(runner="dask", workers=2), SweepConfig(dask_address="tcp://127.0.0.1:8786")):
+        plan = sweep.plan_sweep(named, None, grid, 3, 2)
+        assert plan.kind == named.runner if not named.dask_address else plan.kind == "dask"
+    assert timed == []  # a large network's timing fit is minutes that a named runner does not need
+    assert sweep.plan_sweep(SweepConfig(), None, grid, 4, 2).kind == "processes"  # 4 trials of 100 s: a pool pays
+    assert len(timed) == 1
+
+
+def test_pruning_is_refused_when_there_is_no_epoch_to_stop_after():
+    import pytest
+
+    from trackflow.config import TrainConfig
+
+    with pytest.raises(ValueError, match="config.prune stops a trial between epochs; with config.epochs 1 there is none"):
+        SweepConfig(base=TrainConfig(epochs=1), prune="asha")
+    assert SweepConfig(base=TrainConfig(epochs=2), prune="median").prune == "median"
+    assert SweepConfig(base=TrainConfig(epochs=1)).prune == "none"

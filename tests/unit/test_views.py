@@ -85,6 +85,22 @@ def test_runs_show_of_a_sweep_ranks_its_trials_by_the_sweeps_metric_and_directio
     assert any("trial-d" in line and "FAILED" in line for line in out.splitlines())
 
 
+def test_runs_show_breaks_ties_as_the_sweep_does_by_the_lower_val_loss(client, capsys):
+    exp = ensure_experiment("classifier")
+    sid = client.create_run(exp, run_name="sweep-4-trials", tags={"trackflow.kind": "sweep"}).info.run_id
+    client.log_param(sid, "metric", "val_accuracy")
+    for i, (name, acc, loss) in enumerate((("trial-a", 0.7, 0.5), ("trial-b", 0.7, 0.3), ("trial-c", 0.7, 0.5),
+                                           ("trial-z", 0.8, 0.9))):
+        t = client.create_run(exp, run_name=name, start_time=1_000 + i,
+                              tags={"mlflow.parentRunId": sid, "trackflow.kind": "trial"})
+        client.log_metric(t.info.run_id, "val_accuracy", acc)
+        client.log_metric(t.info.run_id, "val_loss", loss)
+        client.set_terminated(t.info.run_id)
+    assert main(["runs", "show", sid]) == 0
+    ranked = [line.split()[3] for line in capsys.readouterr().out.splitlines() if "trial-" in line]
+    assert ranked == ["trial-z", "trial-b", "trial-a", "trial-c"]  # then the lower val_loss, then the first opened
+
+
 def test_models_list_shows_versions_aliases_source_run_and_its_columns(history, capsys):
     tid, _, _ = history
     assert main(["models", "list"]) == 0
