@@ -629,11 +629,14 @@ def check_fits_in_memory(rows: int, width: int, n_classes: int, networks: Sequen
         gb = 1024**3
         which = "this training" if len(networks) == 1 else (
             f"the largest trial (hidden layers {','.join(map(str, hidden))}, batch {batch}, {optimizer})")
+        knobs = (f"{param('hidden_layers')} (or lower {param('batch_size')})" if len(networks) == 1 else
+                 f"{param('hidden_layers_grid')} or {param('hidden_layers')} (or lower {param('batch_sizes')} or "
+                 f"{param('batch_size')})")
         raise DataError(f"{which} needs ~{(need['network'] + need['data']) / gb:.1f} GB of memory "
                         f"(network {need['network'] / gb:.1f} GB: {need['params']:,} weights with gradients and "
                         f"optimizer state; data {need['data'] / gb:.1f} GB: {rows:,} rows x {width:,} encoded "
-                        f"columns), more than the {available / gb:.1f} GB available; narrow "
-                        f"{param('hidden_layers')} (or lower {param('batch_size')}), or train on fewer rows or columns")
+                        f"columns), more than the {available / gb:.1f} GB available; narrow {knobs}, or train on "
+                        "fewer rows or columns")
 
 
 def profile_table(table: Table) -> dict:

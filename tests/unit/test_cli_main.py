@@ -336,7 +336,9 @@ def test_momentum_goes_with_sgd(capsys, restore_gc, monkeypatch):
     assert main(["train", "--optimizer", "sgd", "--momentum", "0.5", "--hidden-layers", "65536,65536"]) == 2
     assert "needs ~" in capsys.readouterr().err
     assert main(["sweep", "--optimizers", "sgd,adam", "--momentum", "0.5", "--hidden-layers-grid", "64/65536,65536"]) == 2
-    assert "the largest trial (hidden layers 65536,65536, batch 32, adam) needs ~" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the largest trial (hidden layers 65536,65536, batch 32, adam) needs ~" in err
+    assert "narrow --hidden-layers-grid or --hidden-layers (or lower --batch-sizes or --batch-size)" in err
 
 
 @pytest.mark.parametrize("args, says", [
