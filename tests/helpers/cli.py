@@ -109,12 +109,22 @@ def _log_streams_to(out: io.StringIO, err: io.StringIO):
 
 @contextlib.contextmanager
 def _process_state_kept():
-    """main() sets what a process sets once (signal handlers, the collector's freeze and thresholds): put back."""
+    """main() sets what a process sets once (signal handlers, the collector's freeze and thresholds, MLflow's
+    tracking and registry URIs, which it also exports): put back."""
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     threshold, enabled = gc.get_threshold(), gc.isenabled()
+    uris = (tracking._tracking_uri, registry._registry_uri)
+    exported = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     try:
         yield
     finally:
+        # A later test's in-process MLflow call must see its own store, not the last command's.
+        tracking._tracking_uri, registry._registry_uri = uris
+        for key, value in exported.items():
+            _restore_env(key, value)
         for s, h in handlers.items():
             signal.signal(s, h)
         gc.unfreeze()
