@@ -54,6 +54,13 @@ def mlflow_store(tmp_path, monkeypatch, mlflow_template) -> str:
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.setenv("TRACKFLOW_CACHE_DIR", str(tmp_path / "trackflow-cache"))  # file digests (tasks/changes.py)
+    # A flow or command run earlier in this process set MLflow's process-wide URIs (store.configure), which win
+    # over the environment: unset them, so that MLflow reads this test's store.
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    monkeypatch.setattr(tracking, "_tracking_uri", None)
+    monkeypatch.setattr(registry, "_registry_uri", None)
     return uri
 
 

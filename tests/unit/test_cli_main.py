@@ -357,17 +357,20 @@ def test_search_options_are_refused_before_any_work(restore_gc, capsys, args, sa
 
 
 def test_a_command_run_in_the_test_process_leaves_mlflow_pointing_where_it_was(tmp_path):
-    """call_main puts back the tracking URI a command sets (and exports), so a later in-process MLflow call in
-    the same pytest worker reads its own store, not the last command's."""
+    """call_main puts back the URIs a command sets (and exports) through store.configure, so a later in-process
+    MLflow call in the same pytest worker reads its own store, not the last command's."""
     import os
 
     import mlflow
 
-    from tests.helpers.cli import call_main
+    from tests.helpers.cli import _process_state_kept
+    from trackflow import store
 
     before, exported = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    result = call_main("runs", "list", MLFLOW_TRACKING_URI=other)
-    assert result.returncode == 0, result.stderr
+    with _process_state_kept():
+        os.environ["MLFLOW_TRACKING_URI"] = other
+        store.configure()
+        assert mlflow.get_tracking_uri() == other
     assert mlflow.get_tracking_uri() == before != other
     assert os.environ.get("MLFLOW_TRACKING_URI") == exported

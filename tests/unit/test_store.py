@@ -85,3 +85,10 @@ def test_a_store_that_cannot_be_created_fails_naming_it(tmp_path, monkeypatch):
     with read_only(tmp_path / "ro"), pytest.raises(store.StoreError) as err:
         store.configure()
     assert str(err.value).startswith(f"MLflow store {tmp_path / 'ro' / 'mlruns' / 'mlflow.db'} cannot be created (")
+
+
+def test_each_test_starts_with_mlflow_reading_its_own_store(mlflow_store):
+    """The autouse fixture unsets the URIs an earlier in-process flow set, so MLflow reads this test's store."""
+    import mlflow
+
+    assert mlflow.get_tracking_uri() == mlflow_store and mlflow.get_registry_uri() == mlflow_store
