@@ -27,10 +27,12 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist sends a group's tests to one worker")
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
+    from tests.helpers.xdist_groups import put_in_group
+
     for item in items:
         if item.path.name in ONE_AT_A_TIME or f"{item.path.name}::{item.originalname}" in ONE_AT_A_TIME:
-            item.add_marker(pytest.mark.xdist_group("heavy-processes"))
+            put_in_group(item, "heavy-processes", bool(getattr(config.option, "loadgroup", False)))
 
 
 @pytest.fixture(scope="session")
