@@ -18,7 +18,7 @@ from tasks.evaluation import Evaluation
 from tasks.models import MLFLOW_SCHEMES
 from tasks.plots import plot_confusion_matrix, plot_loss_curves, plot_roc_curves
 from tasks.registry import Promotion, schema_tags
-from tasks.shards import stage_model
+from tasks.shards import ClusterStats, stage_model, unstage_models
 from tasks.training import TrialOutcome
 from trackflow.config import GENERATED_FIELDS, BatchClusterConfig, TrainConfig
 from trackflow.runs import is_interrupt
@@ -157,12 +157,32 @@ def register_and_promote(config: TrainConfig, model_uri: str, run_id: str, encod
     return version, promo
 
 
-def batch_cluster(config: BatchClusterConfig):
+@contextlib.contextmanager
+def batch_cluster(config: BatchClusterConfig, out_dir: Path):
     """A batch job's Dask client (the cluster at `dask_address`, or a local one of `workers` processes, default
-    the cores), stopped on the way out; None (a null context) for a job that runs in this process."""
+    the cores), stopped on the way out, and then the model copies staged for its workers in `out_dir` removed,
+    however the job ends; None for a job that runs in this process."""
     if not config.on_dask:
-        return contextlib.nullcontext()
-    return dask_client(config.dask_address, config.workers or os.cpu_count() or 1)
+        yield None
+        return
+    try:
+        with dask_client(config.dask_address, config.workers or os.cpu_count() or 1) as client:
+            yield client
+    finally:
+        unstage_models(out_dir)
+
+
+IN_PROCESS = {"model_loads": 1, "workers": 1}
+"""A batch job's runner metrics when it ran in its own process."""
+
+
+def runner_metrics(run_id: str, cluster: ClusterStats | None, measure: str) -> dict[str, float]:
+    """Where a batch job's work ran, as run metrics (`model_loads`, `workers`, throughput per worker); on a cluster
+    also its workers' names as `trackflow.*` tags."""
+    if cluster is None:
+        return dict(IN_PROCESS)
+    steps.set_tags(run_id, {f"trackflow.{k}": v for k, v in cluster.names().items()})
+    return cluster.metrics(measure)
 
 
 def runner_params(client) -> dict[str, object]:

@@ -17,14 +17,15 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows import steps
-from flows.common import batch_cluster, flow_run_url, prefect_tags, runner_params, stage_for_workers, tracked
+from flows.common import (batch_cluster, flow_run_url, prefect_tags, runner_metrics, runner_params, stage_for_workers,
+                          tracked)
 from tasks.batch import InputKind, job_metrics
 from tasks.generation import TextGeneration
 from tasks.inputs import list_inputs
 from tasks.models import resolve_model_source
 from tasks.reporting import metrics_markdown
 from tasks.results import RESULTS_CSV, ResultsLog, fingerprint
-from tasks.shards import InferSpec, unstage_models
+from tasks.shards import InferSpec
 from tasks.transcription import Transcription
 from trackflow import store
 from trackflow.config import AudioInferConfig, InferConfig, TextInferConfig
@@ -95,7 +96,7 @@ def _run_job(config: InferConfig, files: list[str], name: str, measure: str, set
     workers of the Dask cluster the config names, each loading the model once (`knobs`: the kind's settings).
     """
     # The log first: a folder that is busy or cannot be written is refused before any run is made.
-    with ResultsLog(config.out_dir, fingerprint(settings)) as log, batch_cluster(config) as client:
+    with ResultsLog(config.out_dir, fingerprint(settings)) as log, batch_cluster(config, log.dir) as client:
         spec = None
         if client is not None:
             source = resolve_model_source(config.model).path
@@ -111,14 +112,12 @@ def _run_job(config: InferConfig, files: list[str], name: str, measure: str, set
             started = time.perf_counter()
             progress = Progress(len(files), f"infer {name}", "file", get_run_logger(), config.log_every)
             if client is None:
-                stats = steps.process_inputs(files, Path(config.in_dir), kind, log, config.batch_size, progress)
-                runner = {"model_loads": 1, "workers": 1}
+                stats, cluster = steps.process_inputs(files, Path(config.in_dir), kind, log, config.batch_size,
+                                                      progress), None
             else:
                 stats, cluster = steps.process_inputs_on_cluster(client, spec, files, log, config.shard_files,
                                                                  progress, measure)
-                runner = cluster.metrics(measure)
-                steps.set_tags(run_id, {f"trackflow.{k}": v for k, v in cluster.names().items()})
-                unstage_models(log.dir)
+            runner = runner_metrics(run_id, cluster, measure)
             progress.close()
             counts = log.finalize(stats.present)  # inputs gone since an earlier run are counted apart
             metrics = job_metrics(stats, counts, time.perf_counter() - started, measure) | runner

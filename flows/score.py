@@ -14,11 +14,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows import steps
-from flows.common import batch_cluster, flow_run_url, prefect_tags, runner_params, tracked
+from flows.common import batch_cluster, flow_run_url, prefect_tags, runner_metrics, runner_params, tracked
 from tasks.reporting import metrics_markdown
 from tasks.results import RESULTS_CSV, ResultsLog, fingerprint
 from tasks.scoring import CSV_COLUMNS, job_metrics, list_tables
-from tasks.shards import STAGED_MODELS, ScoreSpec, unstage_models
+from tasks.shards import STAGED_MODELS, ScoreSpec
 from trackflow import store
 from trackflow.config import ScoreConfig
 from trackflow.progress import Progress
@@ -45,7 +45,8 @@ def score_pipeline(config: ScoreConfig) -> ScoreResult:
     get_run_logger().info("scoring with %s (%s)", model.uri, model.requested)
     settings = {"model": model.uri, "keep": config.keep}  # what decides an output: a rerun redoes files on a change
     # The log first: a folder that is busy or cannot be written is refused before the cluster starts.
-    with ResultsLog(config.out_dir, fingerprint(settings), CSV_COLUMNS) as log, batch_cluster(config) as client:
+    with (ResultsLog(config.out_dir, fingerprint(settings), CSV_COLUMNS) as log,
+          batch_cluster(config, log.dir) as client):
         scorer = steps.load_scorer(model) if client is None else None  # on Dask, each worker loads it once
         spec = None if client is None else ScoreSpec(
             model, steps.download_model(model, log.dir.resolve() / STAGED_MODELS / "model"),
@@ -61,13 +62,11 @@ def score_pipeline(config: ScoreConfig) -> ScoreResult:
             started = time.perf_counter()
             progress = Progress(len(files), "score", "file", get_run_logger(), config.log_every)
             if client is None:
-                stats = steps.score_files(root, files, log.dir, scorer, log, config.batch_rows, config.keep, progress)
-                runner = {"model_loads": 1, "workers": 1}
+                stats, cluster = steps.score_files(root, files, log.dir, scorer, log, config.batch_rows, config.keep,
+                                                   progress), None
             else:
                 stats, cluster = steps.score_files_on_cluster(client, spec, files, log, config.shard_files, progress)
-                runner = cluster.metrics("rows")
-                steps.set_tags(run_id, {f"trackflow.{k}": v for k, v in cluster.names().items()})
-                unstage_models(log.dir)
+            runner = runner_metrics(run_id, cluster, "rows")
             progress.close()
             log.finalize(set(files))  # records of tables no longer there are marked gone
             metrics = job_metrics(stats, time.perf_counter() - started) | runner

@@ -130,6 +130,30 @@ def test_scoring_on_two_workers_equals_one_process_and_a_promotion_mid_job_chang
     assert left == [".trackflow.lock"]  # no temporary output, no staged model
 
 
+@pytest.mark.slow
+def test_a_failed_job_on_dask_leaves_no_staged_model(tmp_path, monkeypatch):
+    from flows.score import score_pipeline
+    from tasks import scoring
+    from tests.helpers.scoring import register_classifier
+    from tests.helpers.tables import wine_frame, write
+    from trackflow.config import ScoreConfig
+
+    version = register_classifier(write(wine_frame(), tmp_path / "train" / "wine.csv"), "cultivar", epochs=1, seed=1)
+    for i in range(2):
+        write(wine_frame(), tmp_path / "inbox" / f"day{i}.csv")
+
+    def interrupted(out):  # Ctrl-C as the first shard's output is moved into place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scoring, "publish_output", interrupted)
+    out = tmp_path / "out"
+    config = ScoreConfig(in_dir=str(tmp_path / "inbox"), out_dir=str(out), model=f"models:/classifier/{version}",
+                         runner="dask", workers=1, shard_files=1)
+    with pytest.raises(KeyboardInterrupt):
+        score_pipeline(config)
+    assert (out / ".trackflow.lock").exists() and not (out / ".trackflow-model").exists()
+
+
 def wait_for_records(out, n: int, proc, timeout: float = 240) -> None:
     path = out / "results.jsonl"
     deadline = time.monotonic() + timeout
