@@ -297,14 +297,16 @@ def cmd_infer(args: argparse.Namespace) -> int:
     config = build_config(model, args)
     _check_device(config.device)
     from tasks.inputs import check_input_dir
-    from tasks.models import resolve_model_source
+    from tasks.models import check_generation_room, resolve_model_source
     from tasks.results import prepare_out_dir
 
     try:  # refuse bad input before Prefect or MLflow start (the flow checks again, for deployments)
         check_input_dir(config.in_dir, config.glob, exclude=config.out_dir, allow_empty=config.allow_empty)
         _check_cluster(config.dask_address)
         _prepare_store(config.experiment)
-        resolve_model_source(config.model)
+        source = resolve_model_source(config.model)
+        if args.kind == "text":
+            check_generation_room(source, config.max_new_tokens)
         prepare_out_dir(config.out_dir)  # created, and writable
     except _input_errors() as exc:
         raise UsageError(str(exc)) from None

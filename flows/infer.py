@@ -22,7 +22,7 @@ from flows.common import (batch_cluster, flow_run_url, prefect_tags, runner_metr
 from tasks.batch import InputKind, job_metrics
 from tasks.generation import TextGeneration
 from tasks.inputs import list_inputs
-from tasks.models import resolve_model_source
+from tasks.models import check_generation_room, resolve_model_source
 from tasks.reporting import metrics_markdown
 from tasks.results import RESULTS_CSV, ResultsLog, fingerprint
 from tasks.shards import InferSpec
@@ -57,6 +57,7 @@ def text_inference_pipeline(config: TextInferConfig) -> InferResult:
     files = list_inputs(config.in_dir, config.glob, config.out_dir, config.allow_empty)
     if not files:
         return _nothing_to_do(config)
+    check_generation_room(resolve_model_source(config.model), config.max_new_tokens)  # else every input fails
     settings = {k: getattr(config, k) for k in ("model", "max_new_tokens", "do_sample")}
     if config.do_sample:
         settings |= {k: getattr(config, k) for k in ("temperature", "top_k", "top_p", "seed")}

@@ -120,6 +120,32 @@ def resolve_model_source(model: str) -> ModelSource:
     return ModelSource(model, model, "hub")
 
 
+def context_length(config: dict) -> int:
+    """Tokens a causal LM attends over, from its Hugging Face config (GPT-2: n_positions, 1024)."""
+    return int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
+
+
+def check_generation_room(source: ModelSource, max_new_tokens: int) -> None:
+    """Refuse up front a `max_new_tokens` that leaves no room for any prompt in the model's context (every input
+    would fail one by one); a hub model not yet downloaded is checked when it loads."""
+    folder = Path(source.path) if source.kind != "hub-cache" else None
+    if source.kind == "hub-cache":
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source.path, "config.json")
+        folder = Path(cached).parent if isinstance(cached, str) else None
+    if folder is None or source.kind == "hub" or not (folder / "config.json").is_file():
+        return
+    import json
+
+    limit = context_length(json.loads((folder / "config.json").read_text()))
+    if max_new_tokens >= limit:
+        raise ModelSourceError(
+            f"{param('max_new_tokens')} {max_new_tokens} leaves no room for a prompt in model "
+            f"{source.requested!r}'s context of {limit} tokens; pass a value below {limit}"
+        )
+
+
 def _pretrained_kw(source: ModelSource) -> dict:
     from transformers.utils import logging as hf_logging
 
@@ -136,8 +162,7 @@ class TextModel:
 
     @property
     def context_length(self) -> int:
-        cfg = self.model.config
-        return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 1024))
+        return context_length(self.model.config.to_dict())
 
 
 @dataclass

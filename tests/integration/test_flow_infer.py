@@ -13,9 +13,12 @@ import time
 import pandas as pd
 import pytest
 
+from flows.infer import text_inference_pipeline
+from tasks.models import ModelSourceError
 from tests.helpers.audio import write_audio
 from tests.helpers.cli import TRACKFLOW, call_main, cli_env, run_cli
 from tests.helpers.files import read_only_folder
+from trackflow.config import TextInferConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -199,6 +202,21 @@ def test_a_read_only_output_folder_exits_2_before_any_work(tmp_path, tiny_models
     assert p.stderr.strip() == (f"trackflow infer: cannot write to output folder {str(folder)!r}: Permission denied; "
                                 "make it writable or pass another --out")
     assert client.get_experiment_by_name("batch-inference") is None
+
+
+def test_max_new_tokens_beyond_the_models_context_exits_2_before_any_work(tmp_path, tiny_models, prompts, client):
+    """The tiny GPT-2's context is 128 tokens: 128 new ones leave no room for any prompt."""
+    p = call_main("infer", "text", prompts, "--out", tmp_path / "out", "--model", tiny_models["text"],
+                  "--max-new-tokens", "128")
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == (f"trackflow infer: --max-new-tokens 128 leaves no room for a prompt in model "
+                                f"{str(tiny_models['text'])!r}'s context of 128 tokens; pass a value below 128")
+    assert client.get_experiment_by_name("batch-inference") is None and not (tmp_path / "out").exists()
+    # a deployment, which has no CLI in front: the flow refuses it before a run or a results log is made
+    with pytest.raises(ModelSourceError, match="config.max_new_tokens 128 leaves no room"):
+        text_inference_pipeline(TextInferConfig(in_dir=str(prompts), out_dir=str(tmp_path / "out"),
+                                                model=str(tiny_models["text"]), max_new_tokens=128))
+    assert client.get_experiment_by_name("batch-inference") is None and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
