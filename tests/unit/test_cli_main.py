@@ -41,12 +41,13 @@ def test_bad_options_exit_2_with_one_line_each_naming_the_allowed_range(args, li
     assert p.stderr.splitlines() == [f"trackflow {args[0]}: invalid arguments:", *(f"  {line}" for line in lines)]
 
 
-def test_a_value_outside_the_choices_exits_2_naming_them():
+def test_a_value_outside_the_choices_exits_2_in_one_line_naming_them():
     p = subprocess.run([TRACKFLOW, "sweep", "--runner", "threads"], capture_output=True, text=True, timeout=60,
                        stdin=subprocess.DEVNULL)
     assert p.returncode == 2
-    assert p.stderr.splitlines()[-1].endswith(
-        "argument --runner: invalid choice: 'threads' (choose from 'auto', 'sequential', 'processes', 'dask')")
+    assert p.stderr.splitlines() == [  # no usage block above it
+        "trackflow sweep: error: argument --runner: invalid choice: 'threads' (choose from 'auto', 'sequential', "
+        "'processes', 'dask') (see: trackflow sweep --help)"]
 
 
 @pytest.fixture
@@ -303,8 +304,8 @@ def test_a_bad_axis_exits_2_with_one_line_naming_the_option(args, says, capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["sweep", *args])
     assert exc.value.code == 2
-    last = capsys.readouterr().err.splitlines()[-1]
-    assert last.startswith("trackflow sweep: error: ") and says in last
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("trackflow sweep: error: ") and says in line and line.endswith("(see: trackflow sweep --help)")
 
 
 @pytest.mark.parametrize("args, line", [
