@@ -511,8 +511,33 @@ class Parser(argparse.ArgumentParser):
     """argparse, with a bad option answered in one line that says where the options are listed, not with the
     whole usage block above it; its subcommands' parsers are of this class too."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.set_defaults(_parser=self)  # the innermost command's parser wins: main() blames leftovers on it
+
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def _parse(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse `argv`; an argument no command takes is refused by the command it was given to."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        parser.error(f"unrecognized arguments: {argv[0]}")  # else argparse only says COMMAND is missing
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {text!r}")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -616,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="MLflow UI over the project's store (127.0.0.1).",
                        description="MLflow UI over the store trackflow writes to (MLFLOW_TRACKING_URI or mlruns/).")
     p.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1: this machine only).")
-    p.add_argument("--port", type=int, default=store.MLFLOW_UI_PORT, help=f"Port (default {store.MLFLOW_UI_PORT}).")
+    p.add_argument("--port", type=_port, default=store.MLFLOW_UI_PORT, help=f"Port (default {store.MLFLOW_UI_PORT}).")
     p.set_defaults(func=cmd_ui)
     return parser
 
@@ -625,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     telemetry.quiet()
     gc.disable()  # through the imports; each command calls _settle_heap() once its flow is imported
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     signals.install()
     try:
         with naming.names("cli"):  # messages name options (--data), not config fields (config.data)

@@ -138,11 +138,16 @@ def check_generation_room(source: ModelSource, max_new_tokens: int) -> None:
         return
     import json
 
-    limit = context_length(json.loads((folder / "config.json").read_text()))
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelSourceError(f"cannot read {folder / 'config.json'} of model {source.requested!r} "
+                               f"({type(exc).__name__}: {exc}); fix or re-save the model folder") from None
+    limit = context_length(config if isinstance(config, dict) else {})
     if max_new_tokens >= limit:
         raise ModelSourceError(
-            f"{param('max_new_tokens')} {max_new_tokens} leaves no room for a prompt in model "
-            f"{source.requested!r}'s context of {limit} tokens; pass a value below {limit}"
+            f"{param('max_new_tokens')} {max_new_tokens} leaves no room for a prompt in the context of model "
+            f"{source.requested!r} ({limit} tokens); pass a value below {limit}"
         )
 
 

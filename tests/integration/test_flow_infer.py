@@ -209,13 +209,26 @@ def test_max_new_tokens_beyond_the_models_context_exits_2_before_any_work(tmp_pa
     p = call_main("infer", "text", prompts, "--out", tmp_path / "out", "--model", tiny_models["text"],
                   "--max-new-tokens", "128")
     assert p.returncode == 2, p.stderr
-    assert p.stderr.strip() == (f"trackflow infer: --max-new-tokens 128 leaves no room for a prompt in model "
-                                f"{str(tiny_models['text'])!r}'s context of 128 tokens; pass a value below 128")
+    assert p.stderr.strip() == (f"trackflow infer: --max-new-tokens 128 leaves no room for a prompt in the context "
+                                f"of model {str(tiny_models['text'])!r} (128 tokens); pass a value below 128")
     assert client.get_experiment_by_name("batch-inference") is None and not (tmp_path / "out").exists()
     # a deployment, which has no CLI in front: the flow refuses it before a run or a results log is made
     with pytest.raises(ModelSourceError, match="config.max_new_tokens 128 leaves no room"):
         text_inference_pipeline(TextInferConfig(in_dir=str(prompts), out_dir=str(tmp_path / "out"),
                                                 model=str(tiny_models["text"]), max_new_tokens=128))
+    assert client.get_experiment_by_name("batch-inference") is None and not (tmp_path / "out").exists()
+
+
+def test_a_model_config_that_is_not_json_exits_2_naming_the_file(tmp_path, tiny_models, prompts, client):
+    import shutil
+
+    model = tmp_path / "broken-model"
+    shutil.copytree(tiny_models["text"], model)
+    (model / "config.json").write_text("{n_positions: 128")
+    p = call_main("infer", "text", prompts, "--out", tmp_path / "out", "--model", model)
+    assert p.returncode == 2, p.stderr
+    [line] = p.stderr.strip().splitlines()
+    assert f"cannot read {model / 'config.json'} of model {str(model)!r} (JSONDecodeError" in line
     assert client.get_experiment_by_name("batch-inference") is None and not (tmp_path / "out").exists()
 
 

@@ -375,3 +375,21 @@ def test_a_command_run_in_the_test_process_leaves_mlflow_pointing_where_it_was(t
         assert mlflow.get_tracking_uri() == other
     assert mlflow.get_tracking_uri() == before != other
     assert os.environ.get("MLFLOW_TRACKING_URI") == exported
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["train", "--bogus"], "trackflow train: error: unrecognized arguments: --bogus (see: trackflow train --help)"),
+    (["infer", "text", "in", "--out", "o", "x"],
+     "trackflow infer text: error: unrecognized arguments: x (see: trackflow infer text --help)"),
+    (["runs", "show", "a", "b"], "trackflow runs show: error: unrecognized arguments: b (see: trackflow runs show --help)"),
+    (["--bogus"], "trackflow: error: unrecognized arguments: --bogus (see: trackflow --help)"),
+    (["ui", "--port", "99999"],
+     "trackflow ui: error: argument --port: expected a TCP port from 1 to 65535, got '99999' (see: trackflow ui --help)"),
+])
+def test_an_argument_no_command_takes_is_refused_by_the_command_it_was_given_to(argv, line, capsys):
+    from cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [line]
