@@ -128,13 +128,15 @@ def context_length(config: dict) -> int:
 def check_generation_room(source: ModelSource, max_new_tokens: int) -> None:
     """Refuse up front a `max_new_tokens` that leaves no room for any prompt in the model's context (every input
     would fail one by one); a hub model not yet downloaded is checked when it loads."""
-    folder = Path(source.path) if source.kind != "hub-cache" else None
+    if source.kind == "hub":
+        return
+    folder: Path | None = Path(source.path)
     if source.kind == "hub-cache":
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(source.path, "config.json")
         folder = Path(cached).parent if isinstance(cached, str) else None
-    if folder is None or source.kind == "hub" or not (folder / "config.json").is_file():
+    if folder is None or not (folder / "config.json").is_file():
         return
     import json
 
