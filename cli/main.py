@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -661,13 +660,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as exc:
         from cli.prefect_api import PrefectApiError
         from tasks.cluster import ClusterError
-        from trackflow.runs import is_interrupt
+        from trackflow.runs import interrupt_signal, is_interrupt
 
         if is_interrupt(exc):
             print(f"trackflow {args.command}: interrupted", file=sys.stderr)
             # Runs are marked KILLED and servers stopped by now; worker threads still
             # busy with a trial must not hold the exit.
-            signals.exit_now(signals.exit_code(getattr(exc, "signal", signal.SIGINT)))
+            signals.exit_now(signals.exit_code(interrupt_signal(exc)))
         if isinstance(exc, (store.StoreError, PrefectApiError, ClusterError)):
             print(f"trackflow {args.command}: {exc}", file=sys.stderr)
             return EXIT_FAILED

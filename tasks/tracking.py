@@ -60,8 +60,9 @@ def start_run(
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     c = client()
-    run_id = c.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-    runs.heartbeat.watch(c, run_id)
+    with runs.signals_held():  # an interrupt lands after the run is watched, so this process ends it KILLED
+        run_id = c.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        runs.heartbeat.watch(c, run_id)
     return run_id
 
 

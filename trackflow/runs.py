@@ -17,11 +17,13 @@ a reaped top-level run is set Crashed by the CLI (cli/main.py), which can reach 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -77,8 +79,70 @@ class Owner:
 
 
 def is_interrupt(exc: BaseException) -> bool:
-    """Ctrl-C or SIGTERM: KeyboardInterrupt, Prefect's TerminationSignal, trackflow's Terminated."""
-    return isinstance(exc, KeyboardInterrupt) or getattr(exc, "signal", None) in (signal.SIGINT, signal.SIGTERM)
+    """Ctrl-C or SIGTERM: KeyboardInterrupt, Prefect's TerminationSignal, trackflow's Terminated, or an error raised
+    while one unwound (its cause or context is one).
+
+    The last case is met in use: a SIGTERM that lands while Prefect starts a task run makes Prefect's own crash
+    handling raise `ValueError: Task run is not set`, with the TerminationSignal as its context.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt) or getattr(e, "signal", None) in (signal.SIGINT, signal.SIGTERM):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def interrupt_signal(exc: BaseException) -> int:
+    """The signal behind an interrupt (`is_interrupt`): SIGTERM for a termination, else SIGINT."""
+    e: BaseException | None = exc
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if getattr(e, "signal", None) in (signal.SIGINT, signal.SIGTERM):
+            return int(e.signal)
+        if isinstance(e, KeyboardInterrupt):
+            return int(signal.SIGINT)
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return int(signal.SIGINT)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for a short block that must not be cut in two, then deliver them.
+
+    Creating a run and watching it is such a block: an interrupt between the two left a
+    RUNNING run that nothing in this process knew to end. In the main thread only (signal
+    handlers run there); elsewhere a no-op. A second signal while held stops holding and is
+    delivered at once, with the first, so a block stuck on a store cannot make Ctrl-C wait.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: h for s in (signal.SIGINT, signal.SIGTERM) if (h := signal.getsignal(s)) is not None}
+
+    def release() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        pending, held[:] = list(held), []
+        for s in pending:  # to the handlers in place before the block (trackflow's, or Prefect's in a flow)
+            signal.raise_signal(s)
+
+    def hold(signum, frame) -> None:
+        held.append(signum)
+        if len(held) > 1:
+            release()
+
+    for s in previous:
+        signal.signal(s, hold)
+    try:
+        yield
+    finally:
+        if held or any(signal.getsignal(s) is hold for s in previous):
+            release()
 
 
 def owner_tags() -> dict[str, str]:

@@ -137,3 +137,65 @@ def test_prefects_and_trackflows_termination_count_as_interrupts():
     from cli.signals import Terminated
 
     assert runs.is_interrupt(TerminationSignal(signal.SIGTERM)) and runs.is_interrupt(Terminated())
+
+
+def _raised_while_handling(first: BaseException, then: BaseException) -> BaseException:
+    try:
+        try:
+            raise first
+        except BaseException:
+            raise then
+    except BaseException as exc:
+        return exc
+
+
+def test_an_error_raised_while_an_interrupt_unwinds_counts_as_that_interrupt():
+    """Met in use: a SIGTERM while Prefect starts a task run surfaces as `ValueError: Task run is not set`."""
+    import signal
+
+    from prefect.exceptions import TerminationSignal
+
+    crash = _raised_while_handling(TerminationSignal(signal.SIGTERM), ValueError("Task run is not set"))
+    assert runs.is_interrupt(crash) and runs.interrupt_signal(crash) == signal.SIGTERM
+    ctrl_c = _raised_while_handling(KeyboardInterrupt(), RuntimeError("x"))
+    assert runs.is_interrupt(ctrl_c) and runs.interrupt_signal(ctrl_c) == signal.SIGINT
+    plain = _raised_while_handling(OSError("disk"), RuntimeError("x"))
+    assert not runs.is_interrupt(plain)
+
+
+def test_signals_held_delivers_a_ctrl_c_after_the_block_and_puts_the_handlers_back():
+    import os
+    import signal
+
+    # Python's own Ctrl-C handler, put back after the test (tests/conftest.py): a suite started in the background of a
+    # non-interactive shell inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with runs.signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # bytecode boundaries at which an unheld signal would have raised
+                pass
+            reached.append("end of block")
+    assert reached == ["end of block"]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_second_signal_while_held_is_delivered_at_once():
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with runs.signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+            reached.append("end of block")
+    assert reached == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -59,3 +59,37 @@ def test_same_dataset_logged_concurrently_by_many_runs(client):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda r: tracking.log_dataset(r, table), runs))
     assert all(len(client.get_run(r).inputs.dataset_inputs) == 1 for r in runs)
+
+
+def test_a_ctrl_c_as_the_run_is_created_leaves_it_watched_so_the_exit_ends_it(monkeypatch, client):
+    """The interrupt tests caught a run left RUNNING: a Ctrl-C landed between creating a run and watching it."""
+    import os
+    import signal
+
+    from trackflow import runs
+
+    real = tracking.client()
+
+    class InterruptedAsItReturns:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def create_run(self, *args, **kwargs):
+            run = real.create_run(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGINT)  # the store has the run; its id is not back yet
+            for _ in range(1000):
+                pass
+            return run
+
+    monkeypatch.setattr(tracking, "client", InterruptedAsItReturns)
+    # Python's own Ctrl-C handler, put back after the test (tests/conftest.py): a suite started in the background
+    # of a non-interactive shell inherits SIGINT ignored, and the signal would then be held and dropped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    exp = tracking.ensure_experiment("interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        tracking.start_run(exp, run_name="cut-short")
+    [run] = client.search_runs([exp])
+    try:
+        assert run.info.run_id in runs.heartbeat.watched()  # what a forced exit ends KILLED (cli/signals.py)
+    finally:
+        runs.heartbeat.unwatch(run.info.run_id)
