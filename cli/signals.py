@@ -25,6 +25,7 @@ GRACE = 20.0
 END_RUNS_WITHIN = 5.0  # seconds a forced exit waits for the store to take the open runs' end
 _cleanups: list[Callable[[], None]] = []
 _received: list[int] = []
+_watchdogs: list[threading.Timer] = []
 
 
 class Terminated(BaseException):
@@ -119,6 +120,7 @@ def _handler(signum, frame) -> None:
     _received.append(signum)
     timer = threading.Timer(GRACE, exit_now, args=(exit_code(signum),))
     timer.daemon = True
+    _watchdogs.append(timer)
     timer.start()
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
@@ -129,3 +131,12 @@ def install() -> None:
     """Handle SIGINT and SIGTERM as above (main thread only)."""
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
+
+
+def reset() -> None:
+    """Forget the signals received and cancel their watchdogs, for a process that goes on after calling
+    `cli.main.main` in itself (the test suite): a watchdog left running would end it GRACE seconds later."""
+    for timer in _watchdogs:
+        timer.cancel()
+    _watchdogs.clear()
+    _received.clear()

@@ -6,6 +6,7 @@ Server fixtures live in tests/integration/conftest.py; helpers to import live in
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,23 @@ def mlflow_store(tmp_path, monkeypatch, mlflow_template) -> str:
     monkeypatch.setattr(tracking, "_tracking_uri", None)
     monkeypatch.setattr(registry, "_registry_uri", None)
     return uri
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_kept():
+    """Every test starts with this process's own SIGINT/SIGTERM handlers, and ends with them back.
+
+    `cli.main.main` called in this process installs trackflow's handlers, whose first signal starts a
+    watchdog that ends the process GRACE seconds later (cli/signals.py). Left in place, a later test that
+    signals itself ended the pytest-xdist worker: "node down: Not properly terminated", then a hang.
+    """
+    from cli import signals
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    signals.reset()
+    for s, h in handlers.items():
+        signal.signal(s, h)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -114,6 +114,8 @@ def _process_state_kept():
     from mlflow.tracking._model_registry import utils as registry
     from mlflow.tracking._tracking_service import utils as tracking
 
+    from cli import signals
+
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     threshold, enabled = gc.get_threshold(), gc.isenabled()
     uris = (tracking._tracking_uri, registry._registry_uri)
@@ -125,6 +127,7 @@ def _process_state_kept():
         tracking._tracking_uri, registry._registry_uri = uris
         for key, value in exported.items():
             _restore_env(key, value)
+        signals.reset()
         for s, h in handlers.items():
             signal.signal(s, h)
         gc.unfreeze()

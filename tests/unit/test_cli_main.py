@@ -393,3 +393,23 @@ def test_an_argument_no_command_takes_is_refused_by_the_command_it_was_given_to(
         main(argv)
     assert exc.value.code == 2
     assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_reset_cancels_the_watchdog_a_first_signal_started():
+    """A process that goes on after `main()` (this suite) must not be ended GRACE s later by its watchdog."""
+    import os
+    import signal
+
+    from cli import signals
+
+    signals.install()  # the handlers are put back after the test (tests/conftest.py)
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+    [watchdog] = signals._watchdogs
+    assert watchdog.is_alive() and signals._received == [signal.SIGINT]
+    signals.reset()
+    watchdog.join(5)
+    assert not watchdog.is_alive() and watchdog.finished.is_set()
+    assert signals._received == [] and signals._watchdogs == []
