@@ -121,6 +121,13 @@ def postgres(data: Path):
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
 
 
+def sqlite_from(template: Path, path: Path) -> str:
+    """A SQLite MLflow database at `path`, copied from the session's migrated one (`mlflow_template`): a server
+    on a fresh file would spend seconds migrating it."""
+    shutil.copy(template, path)
+    return f"sqlite:///{path}"
+
+
 @contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path, log: Path):
     """`mlflow server` on loopback, serving artifacts itself; yields its URL."""

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import processes as P
 from tests.helpers.audio import write_audio
-from tests.helpers.cli import cli_env, run_cli
+from tests.helpers.cli import call_main, cli_env
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 DASK = ("--runner", "dask", "--workers", "2")
@@ -50,9 +50,9 @@ def test_text_on_two_workers_equals_one_process_and_loads_the_model_once_per_wor
     (d / "empty.txt").write_bytes(b"")
     (d / "long.txt").write_text("word " * 400)  # over the tiny model's context: an error record, the shard goes on
     args = ("infer", "text", d, "--model", tiny_models["text"], "--max-new-tokens", "6", "--batch-size", "2")
-    here = run_cli(*args, "--out", tmp_path / "here")
+    here = call_main(*args, "--out", tmp_path / "here")
     assert here.returncode == 1, here.stderr
-    p = run_cli(*args, "--out", tmp_path / "dask", *DASK, "--shard-files", "3")
+    p = call_main(*args, "--out", tmp_path / "dask", *DASK, "--shard-files", "3")
     assert p.returncode == 1, p.stderr  # the same 3 bad inputs
     assert p.stderr.splitlines()[-1] == "trackflow infer text: 3 of 19 inputs failed"
     assert outcome(records(tmp_path / "dask")) == outcome(records(tmp_path / "here"))  # greedy: the same outputs
@@ -197,7 +197,7 @@ def test_the_job_killed_with_9_takes_its_workers_along_and_a_rerun_resumes(tmp_p
     assert P.seconds_until_gone(workers, timeout=15) < 15, "a worker outlived its job"
     done_before = (out / "results.jsonl").read_bytes().count(b"\n")
     assert 8 <= done_before < 48, done_before
-    p = run_cli(*args)
+    p = call_main(*args)  # the rerun: what it does, not its process
     assert p.returncode == 0, p.stderr
     skipped = int(p.stdout.split(" already done")[0].rsplit("(", 1)[1])
     assert skipped >= done_before and "48 inputs: 48 ok" in p.stdout
@@ -223,8 +223,8 @@ def test_an_unreachable_scheduler_exits_1_at_once_naming_it(tmp_path, tiny_model
         address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     d = prompts(tmp_path / "in", 2)
     t0 = time.monotonic()
-    p = run_cli("infer", "text", d, "--out", tmp_path / "out", "--model", tiny_models["text"], "--dask-address",
-                address, timeout=60)
+    p = call_main("infer", "text", d, "--out", tmp_path / "out", "--model", tiny_models["text"], "--dask-address",
+                  address)
     assert time.monotonic() - t0 < 30
     assert p.returncode == 1, p.stderr
     assert p.stderr.strip().splitlines() == [

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.helpers.cli import cli_env
+from tests.helpers.cli import call_main, cli_env
 from tests.helpers import processes as P
 from tests.helpers.store import statuses
 
@@ -70,13 +70,13 @@ def test_kill_9_anywhere_then_rerun(project, tiny_models):
         p = P.run(args, env, cwd=project, timeout=600)
         assert p.returncode == 0, f"{schedule}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
 
-    uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
-    assert P.run(("runs", "reap"), env, cwd=project).returncode == 0
+    uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"  # what follows is the store's state, not a process's
+    assert call_main("runs", "reap", MLFLOW_TRACKING_URI=uri).returncode == 0
     assert "RUNNING" not in statuses(uri), f"{statuses(uri)} after {schedule}"
     recs = [json.loads(x) for x in (project / "outbox" / "results.jsonl").read_text().splitlines()]
     keys = [r["input"] + (f":{r['line']}" if r["line"] else "") for r in recs]
     assert len(keys) == len(set(keys)) == 50 and all(r["status"] == "ok" for r in recs), schedule
-    p = P.run(("train", "--n-samples", "300", "--epochs", "1"), env, cwd=project)
+    p = call_main("train", "--n-samples", "300", "--epochs", "1", MLFLOW_TRACKING_URI=uri)
     assert p.returncode == 0, p.stderr
 
 

@@ -124,12 +124,14 @@ LONG_TRAIN = ("train", "--n-samples", "200000", "--epochs", "50", "--experiment"
 @pytest.mark.parametrize("sig, code, times", [(signal.SIGINT, 130, 1), (signal.SIGTERM, 143, 1),
                                               (signal.SIGINT, 130, 2), (signal.SIGTERM, 143, 2)],
                          ids=["ctrl-c", "sigterm", "ctrl-c-twice", "sigterm-twice"])
-def test_an_interrupt_ends_the_command_within_seconds_with_its_run_killed(tmp_path, own_server_env, mlflow_store,
+def test_an_interrupt_ends_the_command_within_seconds_with_its_run_killed(tmp_path, request, mlflow_store,
                                                                         sig, code, times):
     """SIGINT to the whole process group (a terminal's Ctrl-C), or SIGTERM (a supervisor), during training; twice
-    as a second Ctrl-C, or `timeout` forwarding the terminal's one, sends it."""
+    as a second Ctrl-C, or `timeout` forwarding the terminal's one, sends it. Once: a one-off command, whose
+    temporary Prefect server must go with it; twice: against the session's server (the second signal's path)."""
     log = tmp_path / "cmd.log"
-    proc = P.start(LONG_TRAIN, own_server_env, log)
+    env = request.getfixturevalue("own_server_env") if times == 1 else cli_env()
+    proc = P.start(LONG_TRAIN, env, log)
     wait_for_running_run(mlflow_store, proc)
     rc, took, left = P.interrupt(proc, sig, group=(sig == signal.SIGINT), times=times)
     text = log.read_text()
@@ -173,8 +175,8 @@ def test_the_next_command_reaps_runs_of_a_killed_one(tmp_path, mlflow_store):
     assert sorted(r.info.status for r in all_runs(mlflow_store)) == ["FINISHED", "KILLED"]
 
 
-def test_kill_9_while_the_store_is_created_leaves_it_usable(tmp_path, own_server_env):
-    env = dict(own_server_env)
+def test_kill_9_while_the_store_is_created_leaves_it_usable(tmp_path):
+    env = cli_env()
     env.pop("MLFLOW_TRACKING_URI")  # the default store, ./mlruns, made by this first command
     work = tmp_path / "project"
     work.mkdir()
@@ -197,20 +199,20 @@ def test_kill_9_while_the_store_is_created_leaves_it_usable(tmp_path, own_server
 
 @pytest.mark.slow
 def test_commands_started_together_on_a_fresh_home_all_succeed(tmp_path, mlflow_store):
-    """A fresh PREFECT_HOME and a fresh store: first use by three commands at once (migrations, ports)."""
+    """A fresh PREFECT_HOME and a fresh store: first use by two commands at once (migrations, ports)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env = telemetry.quiet(env | {"PREFECT_HOME": str(tmp_path / "fresh-home")})
     env.pop("MLFLOW_TRACKING_URI")
     procs = []
-    for i in range(3):
+    for i in range(2):
         procs.append((P.start(("train", "--n-samples", "300", "--epochs", "1"), env, tmp_path / f"{i}.log",
                               cwd=tmp_path), tmp_path / f"{i}.log"))
         time.sleep(0.5)
     for proc, log in procs:
         assert proc.wait(600) == 0, log.read_text()[-3000:]
     runs = all_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
-    assert len({r.data.tags["prefect.flow_run_id"] for r in runs}) == 3
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 2
+    assert len({r.data.tags["prefect.flow_run_id"] for r in runs}) == 2
 
 
 def test_two_jobs_at_once_each_report_to_their_own_server(tmp_path, own_server_env, tiny_models, mlflow_store):
@@ -269,10 +271,10 @@ def test_a_tracking_server_that_refuses_writes_fails_before_any_work(tmp_path, m
         MlflowClient(url).create_run("0", tags={OWNER_TAG: dead.tag()})  # a run whose process is gone
         with read_only(db):
             t0 = time.monotonic()
-            p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env(MLFLOW_TRACKING_URI=url), timeout=120)
+            p = call_main("train", "--n-samples", "300", "--epochs", "1", MLFLOW_TRACKING_URI=url)
             took = time.monotonic() - t0
             # MLflow's own retries (minutes of back-off) off, as a user may set them: the answer, not the wait.
-            reap = P.run(("runs", "reap"), cli_env(MLFLOW_TRACKING_URI=url, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"))
+            reap = call_main("runs", "reap", MLFLOW_TRACKING_URI=url, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
     assert reap.returncode == 1 and "run(s)" not in reap.stdout, reap.stdout + reap.stderr
     [line] = reap.stderr.splitlines()
     # Once a write failed, this server answers reads with 503 too: "not usable", or "refused to end a dead run".
@@ -315,14 +317,15 @@ def test_a_bad_model_is_refused_before_prefect_starts(tmp_path, tiny_models, mlf
 
 
 @pytest.mark.slow
-def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(tmp_path):
+def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(tmp_path, mlflow_template):
     """Basic-auth credentials in MLFLOW_TRACKING_URI, as for a server behind an authenticating proxy."""
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    from tests.helpers.servers import mlflow_server
+    from tests.helpers.servers import mlflow_server, sqlite_from
 
-    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "mlflow.log") as url:
+    db = sqlite_from(mlflow_template, tmp_path / "server.db")
+    with mlflow_server(db, tmp_path / "artifacts", tmp_path / "mlflow.log") as url:
         secret_uri = url.replace("http://", "http://alice:s3cr3t@")
         p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env(MLFLOW_TRACKING_URI=secret_uri))
         assert p.returncode == 0, p.stderr

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from tests.helpers.cli import call_main
-from tests.helpers.servers import mlflow_server, pg_bin, postgres
+from tests.helpers.servers import mlflow_server, pg_bin, postgres, sqlite_from
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -49,14 +49,15 @@ def test_train_and_sweep_against_an_mlflow_server_on_postgresql(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_promotions_at_once_through_a_tracking_server(tmp_path, monkeypatch):
+def test_two_promotions_at_once_through_a_tracking_server(tmp_path, monkeypatch, mlflow_template):
     """The registry-side lock over MLflow's REST API: the better of two racing promotions ends as champion."""
     from mlflow import MlflowClient
 
     from tasks.registry import promote_if_better
     from tests.helpers.registry import candidate, champion, race, slow_alias_reads
 
-    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "mlflow.log") as url:
+    db = sqlite_from(mlflow_template, tmp_path / "server.db")
+    with mlflow_server(db, tmp_path / "artifacts", tmp_path / "mlflow.log") as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         client = MlflowClient(tracking_uri=url, registry_uri=url)
         slow_alias_reads(monkeypatch, {"better": 0.05, "worse": 0.6})

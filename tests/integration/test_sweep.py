@@ -190,11 +190,11 @@ def test_trials_on_two_worker_processes(client, runner):
 
 
 def test_a_sweep_over_batch_sizes_shapes_and_optimizers_from_the_command_line(client):
-    from tests.helpers.cli import run_cli
+    from tests.helpers.cli import call_main
 
-    p = run_cli("sweep", "--n-samples", "300", "--epochs", "2", "--lrs", "0.01", "--batch-sizes", "32,128",
-                "--hidden-layers-grid", "16/8,8", "--optimizers", "sgd,adam", "--momentum", "0.5",
-                "--activations", "tanh", "--no-register-model", timeout=300)
+    p = call_main("sweep", "--n-samples", "300", "--epochs", "2", "--lrs", "0.01", "--batch-sizes", "32,128",
+                  "--hidden-layers-grid", "16/8,8", "--optimizers", "sgd,adam", "--momentum", "0.5",
+                  "--activations", "tanh", "--no-register-model")
     assert p.returncode == 0, p.stderr
     exp = client.get_experiment_by_name("classifier").experiment_id
     [parent] = client.search_runs([exp], filter_string="tags.`trackflow.kind` = 'sweep'")

@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers import processes as P
 from tests.helpers.cli import call_main, cli_env
-from tests.helpers.servers import free_port, mlflow_server, prefect_server
+from tests.helpers.servers import free_port, mlflow_server, prefect_server, sqlite_from
 from tests.helpers.store import all_runs
 from tests.integration.test_ui import browser, wait_for_text  # noqa: F401 (browser is a fixture)
 from trackflow import telemetry
@@ -182,11 +182,11 @@ def test_the_prune_flow_deletes_old_runs_with_their_artifacts(client, tmp_path):
 
 
 @pytest.mark.slow
-def test_prune_through_an_mlflow_tracking_server_deletes_the_artifacts_it_serves(tmp_path):
+def test_prune_through_an_mlflow_tracking_server_deletes_the_artifacts_it_serves(tmp_path, mlflow_template):
     from mlflow import MlflowClient
 
     artifacts = tmp_path / "artifacts"
-    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", artifacts, tmp_path / "mlflow.log") as url:
+    with mlflow_server(sqlite_from(mlflow_template, tmp_path / "server.db"), artifacts, tmp_path / "mlflow.log") as url:
         c = MlflowClient(tracking_uri=url)
         exp = c.create_experiment("remote")
         old = c.create_run(exp, start_time=int((time.time() - 40 * 86400) * 1000)).info.run_id
