@@ -5,6 +5,11 @@ command, even one killed with `kill -9`, which runs no cleanup. On Linux the ker
 send the child a signal when its parent dies (prctl PR_SET_PDEATHSIG); the setting
 survives the exec below. The parent's pid is passed in so that a parent that died before
 the prctl call is noticed too.
+
+The signal is SIGKILL: a parent that is gone can no longer wait for a graceful stop, and
+a server busy in its shutdown (uvicorn draining, Prefect's services stopping) took seconds
+on a loaded machine to act on SIGTERM. The normal path, `cli.prefect_api.stop`, still
+stops it with SIGTERM first. Its SQLite database survives a kill as it survives a crash.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import sys
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
+def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
     if sys.platform.startswith("linux"):
         import ctypes
 
