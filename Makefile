@@ -48,7 +48,7 @@ XDIST = -n $(TEST_WORKERS) --dist loadgroup --max-worker-restart 0
 test: system-deps $(STAMP) ## Install what the tests need (Debian packages too), then run the whole suite (TEST_WORKERS=2)
 	$(BIN)/python -m pytest $(XDIST)
 
-test-fast: $(STAMP) ## Run the unit layer (no servers; ~2 min in one process)
+test-fast: $(STAMP) ## Run the unit layer (no servers; ~1 min in one process)
 	$(BIN)/python -m pytest tests/unit
 
 ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:5000, or MLFLOW_PORT (trackflow ui)
