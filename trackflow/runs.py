@@ -78,27 +78,10 @@ class Owner:
         return self.host == other.host and abs(self.boot - other.boot) < 5 and self.pidns == other.pidns
 
 
-def is_interrupt(exc: BaseException) -> bool:
-    """Ctrl-C or SIGTERM: KeyboardInterrupt, Prefect's TerminationSignal, trackflow's Terminated, or an error raised
-    while one unwound (its cause or context is one).
-
-    The last case is met in use: a SIGTERM that lands while Prefect starts a task run makes Prefect's own crash
-    handling raise `ValueError: Task run is not set`, with the TerminationSignal as its context.
-    """
+def _interrupt_behind(exc: BaseException) -> int | None:
+    """The signal of the first interrupt in `exc`'s chain of causes and contexts, or None."""
     seen: set[int] = set()
     e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt) or getattr(e, "signal", None) in (signal.SIGINT, signal.SIGTERM):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def interrupt_signal(exc: BaseException) -> int:
-    """The signal behind an interrupt (`is_interrupt`): SIGTERM for a termination, else SIGINT."""
-    e: BaseException | None = exc
-    seen: set[int] = set()
     while e is not None and id(e) not in seen:
         if getattr(e, "signal", None) in (signal.SIGINT, signal.SIGTERM):
             return int(e.signal)
@@ -106,7 +89,22 @@ def interrupt_signal(exc: BaseException) -> int:
             return int(signal.SIGINT)
         seen.add(id(e))
         e = e.__cause__ or e.__context__
-    return int(signal.SIGINT)
+    return None
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C or SIGTERM: KeyboardInterrupt, Prefect's TerminationSignal, trackflow's Terminated, or an error raised
+    while one unwound (its cause or context is one).
+
+    The last case is met in use: a SIGTERM that lands while Prefect starts a task run makes Prefect's own crash
+    handling raise `ValueError: Task run is not set`, with the TerminationSignal as its context.
+    """
+    return _interrupt_behind(exc) is not None
+
+
+def interrupt_signal(exc: BaseException) -> int:
+    """The signal behind an interrupt (`is_interrupt`): SIGTERM for a termination, else SIGINT."""
+    return _interrupt_behind(exc) or int(signal.SIGINT)
 
 
 @contextlib.contextmanager
