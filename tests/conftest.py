@@ -6,7 +6,6 @@ Server fixtures live in tests/integration/conftest.py; helpers to import live in
 from __future__ import annotations
 
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
@@ -75,13 +74,10 @@ def signal_handlers_kept():
     watchdog that ends the process GRACE seconds later (cli/signals.py). Left in place, a later test that
     signals itself ended the pytest-xdist worker: "node down: Not properly terminated", then a hang.
     """
-    from cli import signals
+    from tests.helpers.cli import signal_handlers_kept
 
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    signals.reset()
-    for s, h in handlers.items():
-        signal.signal(s, h)
+    with signal_handlers_kept():
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -139,7 +139,7 @@ def signals_held() -> Iterator[None]:
     try:
         yield
     finally:
-        if held or any(signal.getsignal(s) is hold for s in previous):
+        if any(signal.getsignal(s) is hold for s in previous):  # still holding: nothing, or one signal, came
             release()
 
 

@@ -108,28 +108,39 @@ def _log_streams_to(out: io.StringIO, err: io.StringIO):
 
 
 @contextlib.contextmanager
+def signal_handlers_kept():
+    """Put back this process's SIGINT/SIGTERM handlers, and cancel the watchdog of any signal that trackflow's
+    handlers (installed by `cli.main.main` called in this process) received: it would end the process GRACE s
+    later (cli/signals.py)."""
+    from cli import signals
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        signals.reset()
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
 def _process_state_kept():
     """main() sets what a process sets once (signal handlers, the collector's freeze and thresholds, MLflow's
     tracking and registry URIs, which it also exports): put back."""
     from mlflow.tracking._model_registry import utils as registry
     from mlflow.tracking._tracking_service import utils as tracking
 
-    from cli import signals
-
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     threshold, enabled = gc.get_threshold(), gc.isenabled()
     uris = (tracking._tracking_uri, registry._registry_uri)
     exported = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     try:
-        yield
+        with signal_handlers_kept():
+            yield
     finally:
         # A later test's in-process MLflow call must see its own store, not the last command's.
         tracking._tracking_uri, registry._registry_uri = uris
         for key, value in exported.items():
             _restore_env(key, value)
-        signals.reset()
-        for s, h in handlers.items():
-            signal.signal(s, h)
         gc.unfreeze()
         gc.set_threshold(*threshold)
         if enabled:
