@@ -7,6 +7,11 @@ way out. (Inside a flow run Prefect swaps in its own SIGTERM handler, which rais
 unwinding `GRACE` seconds: a thread stuck in a system call, or a trial still training on
 a worker thread, cannot keep the process alive.
 
+Python ignores an exception raised inside `__del__` or a weakref or GC callback (it prints
+"Exception ignored in ..."), and a signal's handler runs wherever the main thread is, those
+callbacks included. A first signal's exception lost that way is delivered again, to be
+raised where the main thread goes next.
+
 A second signal (a second Ctrl-C, or `timeout` forwarding the one a terminal sent to the
 whole group) ends the process within seconds, without interrupting the unwinding under
 way. Every forced exit (a second signal, the watchdog) first ends KILLED the MLflow runs
@@ -26,6 +31,8 @@ END_RUNS_WITHIN = 5.0  # seconds a forced exit waits for the store to take the o
 _cleanups: list[Callable[[], None]] = []
 _received: list[int] = []
 _watchdogs: list[threading.Timer] = []
+_raised: list[BaseException] = []  # the exception the first signal raised
+_redelivered: list[int] = []  # that signal, delivered again because Python ignored its exception
 
 
 class Terminated(BaseException):
@@ -109,6 +116,8 @@ def exit_now(code: int) -> None:
 
 
 def _handler(signum, frame) -> None:
+    if _redelivered:
+        _raise(_redelivered.pop())
     if _received:
         # Not raised: that would cut short the clean-up the first signal started (ending the runs
         # KILLED). The exit comes from another thread, which ends what is still open itself.
@@ -122,15 +131,41 @@ def _handler(signum, frame) -> None:
     timer.daemon = True
     _watchdogs.append(timer)
     timer.start()
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise Terminated(signum)
+    _raise(signum)
+
+
+def _raise(signum: int) -> None:
+    exc = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+    _raised[:] = [exc]
+    raise exc
+
+
+def _unraisable(args) -> None:
+    """`sys.unraisablehook`: the first signal's exception, ignored where it was raised, is delivered again."""
+    if _raised and args.exc_value is _raised[0]:
+        if not _redelivered:
+            _redelivered.append(_received[0])
+            # From another thread, a moment later: called now, the handler would run inside this hook, whose
+            # exceptions are ignored too. Ignored again, it is delivered again.
+            # A real signal, not _thread.interrupt_main: that one would not wake a main thread blocked in sleep()
+            # or a socket.
+            timer = threading.Timer(0.05, signal.pthread_kill, args=(threading.main_thread().ident, _received[0]))
+            timer.daemon = True
+            timer.start()
+        return
+    _chained_unraisablehook[0](args)
+
+
+_chained_unraisablehook = [sys.unraisablehook]
 
 
 def install() -> None:
     """Handle SIGINT and SIGTERM as above (main thread only)."""
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
+    if sys.unraisablehook is not _unraisable:
+        _chained_unraisablehook[0] = sys.unraisablehook
+        sys.unraisablehook = _unraisable
 
 
 def reset() -> None:
@@ -140,3 +175,5 @@ def reset() -> None:
         timer.cancel()
     _watchdogs.clear()
     _received.clear()
+    _raised.clear()
+    _redelivered.clear()

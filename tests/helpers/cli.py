@@ -109,18 +109,20 @@ def _log_streams_to(out: io.StringIO, err: io.StringIO):
 
 @contextlib.contextmanager
 def signal_handlers_kept():
-    """Put back this process's SIGINT/SIGTERM handlers, and cancel the watchdog of any signal that trackflow's
-    handlers (installed by `cli.main.main` called in this process) received: it would end the process GRACE s
-    later (cli/signals.py)."""
+    """Put back this process's SIGINT/SIGTERM handlers and unraisable hook, and cancel the watchdog of any signal
+    that trackflow's handlers (installed by `cli.main.main` called in this process) received: it would end the
+    process GRACE s later (cli/signals.py)."""
     from cli import signals
 
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    unraisablehook = sys.unraisablehook  # pytest's, which install() chains to
     try:
         yield
     finally:
         signals.reset()
         for s, h in handlers.items():
             signal.signal(s, h)
+        sys.unraisablehook = unraisablehook
 
 
 @contextlib.contextmanager
