@@ -173,7 +173,7 @@ def test_a_worker_killed_mid_job_leaves_exactly_one_ok_record_per_input(tmp_path
     d, out = prompts(tmp_path / "in", 48), tmp_path / "out"
     log = tmp_path / "job.log"
     proc = P.start(("infer", "text", d, "--out", out, "--model", tiny_models["text"], *LONG, *DASK), cli_env(), log)
-    wait_for_records(out, 4, proc)  # a shard is in: both workers have their model and are mid-shard
+    wait_for_records(out, 4, proc)  # a shard is in: the job is mid-way
     victim = P.pool_workers(proc.pid)[0]
     os.kill(victim.pid, signal.SIGKILL)
     assert proc.wait(300) == 0, log.read_text()[-3000:]
@@ -181,7 +181,9 @@ def test_a_worker_killed_mid_job_leaves_exactly_one_ok_record_per_input(tmp_path
     assert len(recs) == 48 and all(r["status"] == "ok" for r in recs.values())
     m = last_run(client, "batch-inference").data.metrics
     assert m["n_processed"] == 48 and m["n_ok"] == 48  # the killed worker's shard ran again, appended once
-    assert m["shards"] == 12 and m["model_loads"] >= 2
+    # Once per worker process that returned a shard, never per shard: the two workers and the one that replaced the
+    # killed worker, at most (under load the survivor can finish every shard before the replacement is up).
+    assert m["shards"] == 12 and 1 <= m["model_loads"] <= 3
 
 
 @pytest.mark.slow
