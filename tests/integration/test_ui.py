@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import processes as P
 from tests.helpers.cli import TRACKFLOW, call_main, run_cli
 from tests.helpers.servers import free_port, prefect_server, spawn, stop, wait_http
 
@@ -80,6 +81,9 @@ def test_mlflow_ui_shows_the_sweep_trials(tmp_path, browser, client, mlflow_stor
     ui = spawn([TRACKFLOW, "ui", "--port", port], tmp_path / "ui.log", os.environ | {"MLFLOW_TRACKING_URI": mlflow_store})
     try:
         wait_http(f"http://127.0.0.1:{port}/health", ui, tmp_path / "ui.log")
+        # one server process under the mlflow command, and no GenAI job runner (MLflow's defaults start 9 more)
+        tree = [" ".join(p.cmdline()) for p in P.descendants(ui.pid)]
+        assert len(tree) == 1 and "--workers 1" in tree[0], tree
         base = f"http://127.0.0.1:{port}"
         browser.get(f"{base}/#/experiments/{exp.experiment_id}/runs")
         parent = next(r for r in runs if not r.data.tags.get("mlflow.parentRunId"))
