@@ -58,8 +58,13 @@ def spawn(cmd: list[str], log: Path, env: dict, cwd: str | Path | None = None) -
 
 
 @contextmanager
-def prefect_server(home: Path, port: int | None = None):
-    """`prefect server start` on loopback (a free port unless given) with its own database; yields the API URL."""
+def prefect_server(home: Path, port: int | None = None, template: Path | None = None):
+    """`prefect server start` on loopback (a free port unless given) with its own database; yields the API URL.
+
+    `template`: a PREFECT_HOME with a migrated database (the `prefect_home_template` fixture), copied to `home`.
+    """
+    if template is not None:
+        shutil.copytree(template, home)
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {

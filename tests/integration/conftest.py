@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 
@@ -16,3 +19,24 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_home_template(tmp_path_factory) -> Path:
+    """A PREFECT_HOME whose database is migrated, built once per run (shared by the xdist workers): a server on a
+    fresh database spends ~10 CPU-s migrating it, one on a copy of this ~5 s. Tests copy it, never use it."""
+    from filelock import FileLock
+
+    from cli.prefect_api import start_server, stop
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    home = root / "prefect-home-template"
+    with FileLock(f"{home}.lock"):
+        if not (home / "prefect.db").exists():
+            building = root / f"prefect-home-building-{os.getpid()}"
+            proc, _ = start_server(building)
+            stop(proc)
+            building.rename(home)
+    return home

@@ -117,14 +117,15 @@ def test_serve_registers_every_deployment_with_its_schedule(tmp_path):
 
 
 @pytest.mark.slow
-def test_deploy_then_a_worker_runs_every_deployment(tmp_path, tiny_models, client, mlflow_store):
+def test_deploy_then_a_worker_runs_every_deployment(tmp_path, tiny_models, client, mlflow_store,
+                                                    prefect_home_template):
     text_in, audio_in = tmp_path / "inbox" / "text", tmp_path / "inbox" / "audio"
     tables_in = tmp_path / "inbox" / "tables"
     text_in.mkdir(parents=True)
     tables_in.mkdir()
     (text_in / "a.txt").write_text("Hello world")
     write_audio(audio_in / "tone.wav", 22050, 1.0)
-    with prefect_server(tmp_path / "prefect") as url:
+    with prefect_server(tmp_path / "prefect", template=prefect_home_template) as url:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
             "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "prefect"), "MLFLOW_TRACKING_URI": mlflow_store,
             "TRACKFLOW_HOME": str(REPO),

@@ -22,17 +22,6 @@ from trackflow import telemetry
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-@pytest.fixture(scope="session")
-def prefect_home_template(tmp_path_factory):
-    """A PREFECT_HOME migrated once: a first server start migrates its database (~20 s), later ones take ~8 s."""
-    from cli.prefect_api import start_server, stop
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    proc, _ = start_server(home)
-    stop(proc)
-    return home
-
-
 @pytest.fixture
 def own_server_env(tmp_path, prefect_home_template, mlflow_store) -> dict[str, str]:
     """A command with no PREFECT_API_URL: it starts its own temporary Prefect server."""

@@ -102,8 +102,8 @@ def test_mlflow_ui_shows_the_sweep_trials(tmp_path, browser, client, mlflow_stor
 
 
 @pytest.mark.slow
-def test_prefect_ui_shows_the_flow_run_and_its_markdown_artifact(tmp_path, browser):
-    with prefect_server(tmp_path / "prefect") as api:
+def test_prefect_ui_shows_the_flow_run_and_its_markdown_artifact(tmp_path, browser, prefect_home_template):
+    with prefect_server(tmp_path / "prefect", template=prefect_home_template) as api:
         p = run_cli("train", "--n-samples", "300", "--epochs", "2", PREFECT_API_URL=api)
         assert p.returncode == 0, p.stderr
         import httpx
