@@ -5,6 +5,7 @@ Server fixtures live in tests/integration/conftest.py; helpers to import live in
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,10 @@ import pytest
 from trackflow import telemetry
 
 telemetry.quiet()
+# Flow runs here do not send their log lines to the test Prefect servers (measured: ~10% of an in-process flow's
+# CPU, and the servers' own): what tests check is in MLflow, artifacts, states and stderr. Commands run without
+# PREFECT_* settings (one-off servers, deploy + worker) send them as users' do; the credentials test checks them.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 

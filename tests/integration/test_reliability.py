@@ -311,7 +311,8 @@ def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(tmp_path, m
     db = sqlite_from(mlflow_template, tmp_path / "server.db")
     with mlflow_server(db, tmp_path / "artifacts", tmp_path / "mlflow.log") as url:
         secret_uri = url.replace("http://", "http://alice:s3cr3t@")
-        p = P.run(("train", "--n-samples", "300", "--epochs", "1"), cli_env(MLFLOW_TRACKING_URI=secret_uri))
+        p = P.run(("train", "--n-samples", "300", "--epochs", "1"),
+                  cli_env(MLFLOW_TRACKING_URI=secret_uri, PREFECT_LOGGING_TO_API_ENABLED="true"))
         assert p.returncode == 0, p.stderr
         assert "s3cr3t" not in p.stdout + p.stderr and "alice" not in p.stdout + p.stderr
         assert f"{url}/#/experiments/" in p.stdout  # the link is printed, without the credentials
@@ -322,3 +323,7 @@ def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(tmp_path, m
     arts = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
     assert arts and all("s3cr3t" not in json.dumps(a) for a in arts)
     assert any(url in a["data"] for a in arts)
+    logs = httpx.post(f"{PREFECT_API_URL.value()}/logs/filter",
+                      json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}).json()
+    assert any("Finished in state Completed" in x["message"] for x in logs), logs  # the flow run's log lines
+    assert all("s3cr3t" not in x["message"] and "alice" not in x["message"] for x in logs)
