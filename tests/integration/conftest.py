@@ -27,7 +27,7 @@ def prefect_home_template(tmp_path_factory) -> Path:
     fresh database spends ~10 CPU-s migrating it, one on a copy of this ~5 s. Tests copy it, never use it."""
     from filelock import FileLock
 
-    from cli.prefect_api import start_server, stop
+    from tests.helpers.servers import prefect_server
 
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -36,7 +36,8 @@ def prefect_home_template(tmp_path_factory) -> Path:
     with FileLock(f"{home}.lock"):
         if not (home / "prefect.db").exists():
             building = root / f"prefect-home-building-{os.getpid()}"
-            proc, _ = start_server(building)
-            stop(proc)
+            with prefect_server(building):  # migrates building/prefect.db
+                pass
+            assert (building / "prefect.db").exists(), f"no database in {building}"
             building.rename(home)
     return home
