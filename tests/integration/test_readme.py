@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,8 +69,10 @@ def _without_prefect_settings() -> dict[str, str]:
 
 @pytest.mark.slow
 @checks("quickstart-train", "one-off-link")
-def test_make_run_prints_what_the_quickstart_shows(tmp_path):
-    # As `make run` runs it: one-off, with its own temporary Prefect server on a fresh PREFECT_HOME.
+def test_make_run_prints_what_the_quickstart_shows(tmp_path, prefect_home_template):
+    # As `make run` runs it: one-off, with its own temporary Prefect server, on a PREFECT_HOME of its own (migrated
+    # beforehand: a fresh one's first use is test_reliability's).
+    shutil.copytree(prefect_home_template, tmp_path / "prefect-home")
     env = _without_prefect_settings() | {"PREFECT_HOME": str(tmp_path / "prefect-home")}
     p = subprocess.run([VENV_BIN / "trackflow", "train"], env=env, capture_output=True, text=True, timeout=600,
                        stdin=subprocess.DEVNULL, cwd=tmp_path)
