@@ -145,10 +145,9 @@ def _unraisable(args) -> None:
     if _raised and args.exc_value is _raised[0]:
         if not _redelivered:
             _redelivered.append(_received[0])
-            # From another thread, a moment later: called now, the handler would run inside this hook, whose
-            # exceptions are ignored too. Ignored again, it is delivered again.
-            # A real signal, not _thread.interrupt_main: that one would not wake a main thread blocked in sleep()
-            # or a socket.
+            # A real signal (_thread.interrupt_main would not wake a main thread blocked in sleep() or a socket),
+            # from another thread a moment later (sent now, the handler would run inside this hook, which ignores
+            # exceptions too). Ignored again, it is delivered again.
             timer = threading.Timer(0.05, signal.pthread_kill, args=(threading.main_thread().ident, _received[0]))
             timer.daemon = True
             timer.start()
