@@ -164,8 +164,10 @@ def test_deploy_then_a_worker_runs_every_deployment(tmp_path, tiny_models, clien
         for name in EXPECTED.keys() - run_ids.keys():
             run = api(url, f"/deployments/{deps[name]['id']}/create_flow_run", {"parameters": {"config": params[name]}})
             run_ids[name] = run["id"]
+        # Polling every second, not every 10 s: with --limit 2 the worker takes the five runs in three polls.
         worker = spawn([BIN / "prefect", "worker", "start", "--pool", "trackflow-process", "--type", "process",
-                        "--limit", "2"], tmp_path / "worker.log", env, cwd=tmp_path)
+                        "--limit", "2"], tmp_path / "worker.log", env | {"PREFECT_WORKER_QUERY_SECONDS": "1"},
+                       cwd=tmp_path)
         try:
             states: dict[str, str] = {}
             deadline = time.monotonic() + 420
