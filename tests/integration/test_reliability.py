@@ -9,13 +9,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import time
 
 import pytest
 
 from tests.helpers.cli import call_main, cli_env
 from tests.helpers import processes as P
+from tests.helpers.servers import free_port
 from tests.helpers.store import all_runs, wait_for_running_run
 from trackflow import telemetry
 
@@ -29,12 +29,6 @@ def own_server_env(tmp_path, prefect_home_template, mlflow_store) -> dict[str, s
     shutil.copytree(prefect_home_template, home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     return telemetry.quiet(env | {"PREFECT_HOME": str(home), "MLFLOW_TRACKING_URI": mlflow_store})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def records(out_dir) -> dict[str, dict]:
