@@ -45,13 +45,15 @@ def test_flow_tracks_everything(client, tiny_config):
 def flow_run_artifacts(flow_run_id: str) -> list[dict]:
     """Artifacts of a flow run, from the server's REST API.
 
-    (Prefect 3.8.8's client sends nulls for unset filter fields, which its server rejects.)
+    (Prefect 3.8.8's client sends nulls for unset filter fields, which its server rejects.) Filtered on the
+    artifact's own flow_run_id: a filter on flow_runs or task_runs joins the task runs table, which the server's
+    task-run recorder fills from events a moment later, so an artifact made by a task could be missed right after
+    its flow returned.
     """
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"}
-    body |= {"artifacts": {}, "task_runs": {}}
+    body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"}
     r = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body)
     r.raise_for_status()
     return r.json()
