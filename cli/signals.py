@@ -9,8 +9,9 @@ a worker thread, cannot keep the process alive.
 
 Python ignores an exception raised inside `__del__` or a weakref or GC callback (it prints
 "Exception ignored in ..."), and a signal's handler runs wherever the main thread is, those
-callbacks included. A first signal's exception lost that way is delivered again, to be
-raised where the main thread goes next.
+callbacks included. A signal's exception lost that way (this module's first, or Prefect's
+TerminationSignal inside a flow run) is delivered again, to be raised where the main thread
+goes next.
 
 A second signal (a second Ctrl-C, or `timeout` forwarding the one a terminal sent to the
 whole group) ends the process within seconds, without interrupting the unwinding under
@@ -141,18 +142,43 @@ def _raise(signum: int) -> None:
 
 
 def _unraisable(args) -> None:
-    """`sys.unraisablehook`: the first signal's exception, ignored where it was raised, is delivered again."""
-    if _raised and args.exc_value is _raised[0]:
+    """`sys.unraisablehook`: a signal's exception, ignored where it was raised, is delivered again.
+
+    The first signal's, raised by this module's handler; or Prefect's `TerminationSignal`, raised by the
+    SIGTERM handler Prefect installs for the length of a flow run (lost there, a SIGTERM was ignored: the
+    flow ran on to its end, and this module's watchdog never started).
+    """
+    exc = args.exc_value
+    if _raised and exc is _raised[0]:
         if not _redelivered:
             _redelivered.append(_received[0])
-            # A real signal (_thread.interrupt_main would not wake a main thread blocked in sleep() or a socket),
-            # from another thread a moment later (sent now, the handler would run inside this hook, which ignores
-            # exceptions too). Ignored again, it is delivered again.
-            timer = threading.Timer(0.05, signal.pthread_kill, args=(threading.main_thread().ident, _received[0]))
-            timer.daemon = True
-            timer.start()
+            _deliver_again(_received[0])
+        return
+    if (signum := _signal_of(exc)) is not None:
+        _deliver_again(signum)
         return
     _chained_unraisablehook[0](args)
+
+
+def _signal_of(exc: BaseException | None) -> int | None:
+    """SIGINT or SIGTERM, for an exception a signal handler raises (KeyboardInterrupt, Terminated, Prefect's
+    TerminationSignal: BaseExceptions, the last two with a `signal`), else None."""
+    if isinstance(exc, KeyboardInterrupt):
+        return int(signal.SIGINT)
+    if isinstance(exc, BaseException) and not isinstance(exc, Exception):
+        signum = getattr(exc, "signal", None)
+        if signum in (signal.SIGINT, signal.SIGTERM):
+            return int(signum)
+    return None
+
+
+def _deliver_again(signum: int) -> None:
+    # A real signal (_thread.interrupt_main would not wake a main thread blocked in sleep() or a socket), from
+    # another thread a moment later (sent now, the handler would run inside this hook, which ignores exceptions
+    # too). Ignored again, it is delivered again.
+    timer = threading.Timer(0.05, signal.pthread_kill, args=(threading.main_thread().ident, signum))
+    timer.daemon = True
+    timer.start()
 
 
 _chained_unraisablehook = [sys.unraisablehook]
