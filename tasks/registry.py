@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from tasks.tracking import client
-from trackflow import store
+from trackflow import runs, store
 from trackflow.config import SWEEP_METRICS
 from trackflow.naming import param
 
@@ -118,6 +118,7 @@ def _fmt(v: float | None) -> str:
     return "unknown" if v is None else f"{v:.4f}"
 
 
+@runs.uninterruptible  # the lock, the compare and the set are one write: an interrupt never cuts it
 def promote_if_better(name: str, version: str, metric: str, alias: str) -> Promotion:
     """Point `alias` of registered model `name` at `version` if it is compatible with the holder and beats it.
 

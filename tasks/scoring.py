@@ -28,6 +28,7 @@ from tasks.data import FORMATS
 from tasks.inputs import InputError, Item, Loaded, escape_name, file_digest, list_inputs, open_input, unescape_name
 from tasks.models import ModelSourceError
 from tasks.results import ResultsLog
+from trackflow import runs
 from trackflow.naming import param
 
 TABLE_GLOB = "**/*.{" + ",".join(sorted(s.lstrip(".") for s in FORMATS)) + "}"
@@ -500,6 +501,7 @@ def job_metrics(stats: ScoreStats, wall_seconds: float) -> dict[str, float]:
             "scoring_seconds": stats.seconds, "wall_seconds": wall_seconds}
 
 
+@runs.uninterruptible
 def log_inputs(run_id: str, root: Path, digests: dict[str, str], limit: int = 1000) -> None:
     """The job's input files as MLflow datasets (name, source, content digest): nothing is read to log them."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source

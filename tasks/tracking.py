@@ -2,7 +2,8 @@
 
 Every call names its run id explicitly (MlflowClient), never MLflow's thread-local
 "active run", so the steps work from worker threads and processes alike. These are
-I/O: flows/steps.py wraps them as Prefect tasks with retries.
+I/O: flows/steps.py wraps them as Prefect tasks with retries. Each write runs on a thread
+of its own (`runs.uninterruptible`): Ctrl-C stops the wait for it, never the write halfway.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def client():
     return MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI", uri))
 
 
+@runs.uninterruptible
 def ensure_experiment(name: str) -> str:
     """The id of experiment `name`, created (with the store's artifact folder) if missing."""
     from mlflow.exceptions import MlflowException
@@ -60,12 +62,17 @@ def start_run(
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     c = client()
-    with runs.signals_held():  # an interrupt lands after the run is watched, so this process ends it KILLED
+
+    def create_and_watch() -> str:
         run_id = c.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
         runs.heartbeat.watch(c, run_id)
-    return run_id
+        return run_id
+
+    with runs.signals_held():  # an interrupt lands after the run is watched, so this process ends it KILLED
+        return runs.uninterrupted(create_and_watch)
 
 
+@runs.uninterruptible
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     """Mark the run FINISHED, FAILED or KILLED.
 
@@ -76,6 +83,7 @@ def end_run(run_id: str, status: str = "FINISHED") -> None:
     runs.heartbeat.unwatch(run_id)
 
 
+@runs.uninterruptible
 def end_unfinished(run_ids: list[str], status: str) -> None:
     """End `status` those of `run_ids` that are still RUNNING (trials cut short by an interrupt or a crash)."""
     c = client()
@@ -85,12 +93,14 @@ def end_unfinished(run_ids: list[str], status: str) -> None:
         runs.heartbeat.unwatch(run_id)
 
 
+@runs.uninterruptible
 def log_params(run_id: str, params: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
 
     client().log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
 
+@runs.uninterruptible
 def log_metrics(run_id: str, metrics: Mapping[str, float] = {}, history: Mapping[str, list[float]] = {}) -> None:
     """Final `metrics` at step 0 and per-epoch `history` (step = epoch, from 1) in one batch call."""
     from mlflow.entities import Metric
@@ -103,12 +113,14 @@ def log_metrics(run_id: str, metrics: Mapping[str, float] = {}, history: Mapping
         c.log_batch(run_id, metrics=rows[i : i + 1000])
 
 
+@runs.uninterruptible
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
     from mlflow.entities import RunTag
 
     client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+@runs.uninterruptible
 def log_figures(run_id: str, figures: Mapping[str, Any]) -> None:
     """Save each matplotlib figure as `plots/<name>.png` in the run."""
     c = client()
@@ -116,6 +128,7 @@ def log_figures(run_id: str, figures: Mapping[str, Any]) -> None:
         c.log_figure(run_id, fig, f"plots/{name}.png")
 
 
+@runs.uninterruptible
 def log_dataset(run_id: str, table, context: str = "training") -> None:
     """Record the table as an input of the run: its source (with its files), digest and schema (features and target).
 
@@ -153,6 +166,7 @@ def log_dataset(run_id: str, table, context: str = "training") -> None:
         c.log_inputs(run_id, datasets=inputs)
 
 
+@runs.uninterruptible
 def log_json(run_id: str, obj: Mapping[str, Any], artifact_file: str) -> None:
     client().log_dict(run_id, dict(obj), artifact_file)
 
@@ -169,6 +183,7 @@ def load_json(run_id: str, artifact_file: str) -> dict | None:
         return None
 
 
+@runs.uninterruptible
 def log_artifact_files(run_id: str, paths: list[str], artifact_path: str | None = None) -> None:
     c = client()
     for p in paths:
@@ -198,6 +213,7 @@ def model_signature(classifier, example):
     return inferred.__class__(inputs, inferred.outputs)
 
 
+@runs.uninterruptible
 def log_classifier(run_id: str, classifier, input_example) -> str:
     """Log preprocessing + network as one MLflow pyfunc model (from code, no pickles); return its URI."""
     import tempfile
@@ -223,6 +239,7 @@ def log_classifier(run_id: str, classifier, input_example) -> str:
     return info.model_uri
 
 
+@runs.uninterruptible
 def register_model(model_uri: str, name: str, run_id: str, tags: Mapping[str, str] | None = None) -> str:
     """Register `model_uri` as a new version of `name`; return the version."""
     import mlflow

@@ -18,14 +18,17 @@ a reaped top-level run is set Crashed by the CLI (cli/main.py), which can reach 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 OWNER_TAG = "trackflow.owner"
 HEARTBEAT_TAG = "trackflow.heartbeat"
@@ -34,6 +37,7 @@ FLOW_RUN_TAG = "prefect.flow_run_id"  # the Prefect flow run that opened the MLf
 PARENT_TAG = "mlflow.parentRunId"
 HEARTBEAT_EVERY = 60.0  # seconds between heartbeats of a live run
 STALE_AFTER = 10 * 60.0  # a heartbeat this old means the owner (on another machine) is gone
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _iso(ts: float) -> str:
@@ -105,6 +109,43 @@ def is_interrupt(exc: BaseException) -> bool:
 def interrupt_signal(exc: BaseException) -> int:
     """The signal behind an interrupt (`is_interrupt`): SIGTERM for a termination, else SIGINT."""
     return _interrupt_behind(exc) or int(signal.SIGINT)
+
+
+def uninterrupted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)` on a thread of its own, waited for: a signal's exception cannot land inside it.
+
+    For store writes. Ctrl-C and SIGTERM raise in the main thread, wherever it is (Prefect's SIGTERM handler
+    raises at every signal); raised inside a SQLite write, the exception leaves that write's transaction open,
+    holding the database's lock, so that nothing in this process could end its run KILLED any more ("database is
+    locked", met in use). On its own thread the write completes or fails whole; an interrupt stops only the
+    wait for it. The thread sees the caller's context (Prefect's run context, settings).
+    """
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller, on its own thread
+            outcome["error"] = exc
+
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(call,), name=f"trackflow-{getattr(fn, '__name__', 'call')}",
+                              daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def uninterruptible(fn: F) -> F:
+    """Decorator: every call of `fn` is `uninterrupted`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return uninterrupted(fn, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @contextlib.contextmanager

@@ -199,3 +199,47 @@ def test_a_second_signal_while_held_is_delivered_at_once():
             reached.append("end of block")
     assert reached == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_uninterrupted_returns_or_raises_what_the_call_does():
+    assert runs.uninterrupted(int, "7") == 7
+    with pytest.raises(ValueError, match="invalid literal"):
+        runs.uninterrupted(int, "x")
+
+
+@pytest.mark.parametrize("write, store_call", [("end_run", "set_terminated"), ("log_params", "log_batch")])
+def test_a_signal_that_lands_during_a_store_write_stops_the_wait_not_the_write(client, monkeypatch, write,
+                                                                               store_call):
+    """Ctrl-C or SIGTERM raises in the main thread (Prefect's SIGTERM handler at every signal, a second one
+    included); raised inside a SQLite write it left the database locked, so the run could not be ended KILLED.
+    The caller stops waiting at once, and the write is made all the same."""
+    import signal
+    import threading
+
+    from mlflow import MlflowClient
+
+    from tasks import tracking
+
+    run_id = client.create_run(ensure_experiment("uninterrupted")).info.run_id
+    real = getattr(MlflowClient, store_call)
+
+    def slow(self, *args, **kwargs):  # a store that takes a moment, for the signal to land inside the write
+        time.sleep(0.5)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, store_call, slow)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # put back after the test (tests/conftest.py)
+    threading.Timer(0.1, os.kill, args=(os.getpid(), signal.SIGINT)).start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        getattr(tracking, write)(run_id, "KILLED" if write == "end_run" else {"lr": 0.1})
+    assert time.monotonic() - start < 0.45  # raised while the write was still under way
+
+    def made() -> bool:
+        run = client.get_run(run_id)
+        return run.info.status == "KILLED" if write == "end_run" else run.data.params == {"lr": "0.1"}
+
+    deadline = time.monotonic() + 10
+    while not made() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert made()
