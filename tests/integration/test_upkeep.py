@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import time
 
@@ -51,9 +52,11 @@ def flow_run(api: str, flow_run_id: str) -> dict | None:
 
 
 @pytest.mark.slow
-def test_a_one_off_commands_link_opens_its_flow_run_once_the_ui_serves_its_prefect_home(tmp_path, client, browser):
+def test_a_one_off_commands_link_opens_its_flow_run_once_the_ui_serves_its_prefect_home(tmp_path, client, browser,
+                                                                                        prefect_home_template):
     """No PREFECT_API_URL: the command's temporary server is gone when it exits; `make server` shows the run."""
     home, port = tmp_path / "prefect-home", free_port()
+    shutil.copytree(prefect_home_template, home)  # migrated once per run (a fresh home: test_reliability)
     env = no_prefect_env(PREFECT_HOME=str(home), PREFECT_SERVER_API_PORT=str(port),
                          MLFLOW_TRACKING_URI=os.environ["MLFLOW_TRACKING_URI"])
     p = P.run(SMALL_TRAIN, env)
