@@ -118,7 +118,7 @@ def _fmt(v: float | None) -> str:
     return "unknown" if v is None else f"{v:.4f}"
 
 
-@runs.uninterruptible  # the lock, the compare and the set are one write: an interrupt never cuts it
+@runs.uninterruptible  # lock, compare and set on one thread: a signal stops the wait, not the promotion
 def promote_if_better(name: str, version: str, metric: str, alias: str) -> Promotion:
     """Point `alias` of registered model `name` at `version` if it is compatible with the holder and beats it.
 
