@@ -668,10 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trackflow.runs import interrupt_signal, is_interrupt
 
         if is_interrupt(exc):
-            print(f"trackflow {args.command}: interrupted", file=sys.stderr)
             # Runs are marked KILLED and servers stopped by now; worker threads still
             # busy with a trial must not hold the exit.
-            signals.exit_now(signals.exit_code(interrupt_signal(exc)))
+            signals.exit_now(signals.exit_code(interrupt_signal(exc)), f"trackflow {args.command}: interrupted")
         if isinstance(exc, (store.StoreError, PrefectApiError, ClusterError)):
             print(f"trackflow {args.command}: {exc}", file=sys.stderr)
             return EXIT_FAILED

@@ -99,9 +99,13 @@ def end_open_runs(timeout: float = END_RUNS_WITHIN) -> None:
     worker.join(timeout)
 
 
-def exit_now(code: int) -> None:
+def exit_now(code: int, last_line: str | None = None) -> None:
     """End the process with `code` now: open runs ended, cleanups, children stopped, output flushed; no atexit,
-    no thread joins."""
+    no thread joins.
+
+    `last_line` goes to stderr last: the threads left behind (a sweep's trial waiters, whose pool is gone) log
+    their failures meanwhile, so logging is turned off before it is written.
+    """
     end_open_runs()
     for cleanup in list(_cleanups):
         try:
@@ -110,6 +114,11 @@ def exit_now(code: int) -> None:
             pass
     stop_children()
     try:
+        if last_line is not None:
+            import logging
+
+            logging.disable(logging.CRITICAL)
+            print(last_line, file=sys.stderr)
         sys.stderr.flush()
         sys.stdout.flush()
     finally:
