@@ -62,7 +62,14 @@ def test_the_inbox_deployments_complete_quietly_on_a_fresh_clone(tmp_path, monke
 
 
 def api(url: str, path: str, body: dict | None = None):
-    r = httpx.post(f"{url}{path}", json=body or {}, timeout=30) if body is not None else httpx.get(f"{url}{path}", timeout=30)
+    """A call to the Prefect API, retried on 503 as Prefect's own client does: the server answers 503 when its
+    SQLite database stays locked (its scheduler writes runs every 2 s here), which a loaded machine makes likely."""
+    for attempt in range(6):
+        r = (httpx.post(f"{url}{path}", json=body or {}, timeout=30) if body is not None
+             else httpx.get(f"{url}{path}", timeout=30))
+        if r.status_code != 503 or attempt == 5:
+            break
+        time.sleep(2 ** attempt * 0.5)
     r.raise_for_status()
     return r.json()
 
