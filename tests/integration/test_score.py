@@ -156,7 +156,8 @@ def test_a_promotion_during_the_job_does_not_change_the_model_used(tmp_path, cli
 
 @pytest.mark.slow
 def test_killed_mid_file_then_rerun_leaves_one_complete_output_per_input(tmp_path, client):
-    table = churn_table(30_000)
+    rows = 30_000  # per file: at --batch-rows 500, a kill lands mid-file
+    table = churn_table(rows)
     register_classifier(write(table.slice(0, 5000).to_pandas(), tmp_path / "train.parquet"), "target", epochs=1)
     client.set_registered_model_alias("classifier", "champion", "1")
     inbox, out = tmp_path / "inbox", tmp_path / "out"
@@ -185,5 +186,5 @@ def test_killed_mid_file_then_rerun_leaves_one_complete_output_per_input(tmp_pat
     recs = records(out)
     for i in range(4):
         rec = recs[f"part-{i}.csv"]
-        assert rec["status"] == "ok" and rec["rows"] == pq.ParquetFile(out / rec["output"]).metadata.num_rows == 30_000
+        assert rec["status"] == "ok" and rec["rows"] == pq.ParquetFile(out / rec["output"]).metadata.num_rows == rows
     assert len(pd.read_csv(out / "results.csv")) == 4
