@@ -57,6 +57,24 @@ def spawn(cmd: list[str], log: Path, env: dict, cwd: str | Path | None = None) -
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
+def prefect_api(base: str, path: str, body: dict | None = None, *, missing_ok: bool = False):
+    """A Prefect REST call (POST with `body`, else GET) to the API at `base`: its JSON, or None for a 404 when
+    `missing_ok`. Retried on 503 as Prefect's own client does (PREFECT_CLIENT_MAX_RETRIES): a server answers 503
+    while its SQLite database stays locked, which a loaded machine and a scheduler writing runs make likely."""
+    import httpx
+
+    for attempt in range(6):
+        r = (httpx.post(f"{base}{path}", json=body, timeout=30) if body is not None
+             else httpx.get(f"{base}{path}", timeout=30))
+        if r.status_code != 503 or attempt == 5:
+            break
+        time.sleep(2 ** attempt * 0.5)
+    if missing_ok and r.status_code == 404:
+        return None
+    r.raise_for_status()
+    return r.json()
+
+
 @contextmanager
 def prefect_server(home: Path, port: int | None = None, template: Path | None = None):
     """`prefect server start` on loopback (a free port unless given) with its own database; yields the API URL.

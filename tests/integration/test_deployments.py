@@ -8,14 +8,13 @@ import subprocess
 import time
 from datetime import datetime
 
-import httpx
 import pytest
 import yaml
 
 from flows.deployments import PREFECT_YAML, read_deployments
 from tests.helpers.audio import write_audio
 from tests.helpers.cli import REPO, TRACKFLOW, cli_env
-from tests.helpers.servers import BIN, prefect_server, spawn, stop
+from tests.helpers.servers import BIN, prefect_api as api, prefect_server, spawn, stop
 from trackflow.config import AudioInferConfig, ScoreConfig, SweepConfig, TextInferConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -59,19 +58,6 @@ def test_the_inbox_deployments_complete_quietly_on_a_fresh_clone(tmp_path, monke
     assert state.is_completed(), state.message
     assert state.result().nothing_to_do and not (tmp_path / spec.config.in_dir).exists()
     assert client.get_experiment_by_name("batch-inference") is None
-
-
-def api(url: str, path: str, body: dict | None = None):
-    """A call to the Prefect API, retried on 503 as Prefect's own client does: the server answers 503 when its
-    SQLite database stays locked (its scheduler writes runs every 2 s here), which a loaded machine makes likely."""
-    for attempt in range(6):
-        r = (httpx.post(f"{url}{path}", json=body or {}, timeout=30) if body is not None
-             else httpx.get(f"{url}{path}", timeout=30))
-        if r.status_code != 503 or attempt == 5:
-            break
-        time.sleep(2 ** attempt * 0.5)
-    r.raise_for_status()
-    return r.json()
 
 
 def deployments_by_name(url: str) -> dict[str, dict]:

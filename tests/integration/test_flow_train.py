@@ -5,6 +5,7 @@ from prefect import task
 
 import flows.steps as steps
 from flows.train import training_pipeline
+from tests.helpers.servers import prefect_api
 from trackflow.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -50,13 +51,10 @@ def flow_run_artifacts(flow_run_id: str) -> list[dict]:
     task-run recorder fills from events a moment later, so an artifact made by a task could be missed right after
     its flow returned.
     """
-    import httpx
     from prefect.settings import PREFECT_API_URL
 
     body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"}
-    r = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body)
-    r.raise_for_status()
-    return r.json()
+    return prefect_api(PREFECT_API_URL.value(), "/artifacts/filter", body)
 
 
 def test_flow_run_gets_a_markdown_summary(client, tiny_config):

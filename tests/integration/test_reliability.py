@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers.cli import call_main, cli_env
 from tests.helpers import processes as P
-from tests.helpers.servers import free_port
+from tests.helpers.servers import free_port, prefect_api
 from tests.helpers.store import all_runs, wait_for_running_run
 from trackflow import telemetry
 
@@ -297,7 +297,6 @@ def test_a_bad_model_is_refused_before_prefect_starts(tmp_path, tiny_models, mlf
 @pytest.mark.slow
 def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(tmp_path, mlflow_template):
     """Basic-auth credentials in MLFLOW_TRACKING_URI, as for a server behind an authenticating proxy."""
-    import httpx
     from prefect.settings import PREFECT_API_URL
 
     from tests.helpers.servers import mlflow_server, sqlite_from
@@ -314,10 +313,10 @@ def test_credentials_in_the_tracking_uri_are_never_printed_or_stored(tmp_path, m
         assert not [v for v in run.data.tags.values() if "s3cr3t" in v]
         flow_run_id = run.data.tags["prefect.flow_run_id"]
     body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 10, "offset": 0, "artifacts": {}, "task_runs": {}}
-    arts = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
+    arts = prefect_api(PREFECT_API_URL.value(), "/artifacts/filter", body)
     assert arts and all("s3cr3t" not in json.dumps(a) for a in arts)
     assert any(url in a["data"] for a in arts)
-    logs = httpx.post(f"{PREFECT_API_URL.value()}/logs/filter",
-                      json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}).json()
+    logs = prefect_api(PREFECT_API_URL.value(), "/logs/filter",
+                       {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
     assert any("Finished in state Completed" in x["message"] for x in logs), logs  # the flow run's log lines
     assert all("s3cr3t" not in x["message"] and "alice" not in x["message"] for x in logs)

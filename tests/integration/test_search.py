@@ -4,7 +4,6 @@ import io
 import json
 import os
 
-import httpx
 
 import pytest
 from prefect.settings import PREFECT_API_URL
@@ -12,6 +11,7 @@ from rich.console import Console
 
 from cli.views import runs_show
 from flows.sweep import sweep_pipeline
+from tests.helpers.servers import prefect_api
 from trackflow.config import SweepConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -90,7 +90,7 @@ def test_tpe_with_asha_here_records_pruned_trials(client):
     # the Prefect table: every trial with its outcome, completed ones ranked first
     flow_run_id = client.get_run(res.run_id).data.tags["prefect.flow_run_id"]
     body = {"artifacts": {"key": {"any_": ["sweep-trials"]}, "flow_run_id": {"any_": [flow_run_id]}}}
-    [artifact] = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
+    [artifact] = prefect_api(PREFECT_API_URL.value(), "/artifacts/filter", body)
     rows = json.loads(artifact["data"]) if isinstance(artifact["data"], str) else artifact["data"]
     assert {r["mlflow_run_id"]: r["outcome"] for r in rows} == outcome
     assert [r["rank"] for r in rows if r["outcome"] == "completed"] == list(range(1, len(res.ranked()) + 1))

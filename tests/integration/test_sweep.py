@@ -10,6 +10,7 @@ from prefect import task
 import flows.steps as steps
 from flows.sweep import RunnerPlan, plan_runner, sweep_pipeline
 from tasks.training import train_on
+from tests.helpers.servers import prefect_api
 from trackflow.config import SweepConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -156,17 +157,15 @@ def test_a_failing_trial_is_recorded_and_the_rest_finish(client, monkeypatch):
 
 def test_trials_are_task_runs_of_the_sweep_flow_run(client):
     """No inner flow: the trials show up as task runs of the sweep's own flow run."""
-    import httpx
     from prefect.settings import PREFECT_API_URL
 
     res = sweep_pipeline(sweep(lrs=[0.001, 0.01], base=BASE.model_copy(update={"register_model": False})))
     flow_run_id = client.get_run(res.run_id).data.tags["prefect.flow_run_id"]
     api = PREFECT_API_URL.value()
-    subflows = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}})
-    assert subflows.json() == []
+    assert prefect_api(api, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}}) == []
     body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "task_runs": {"name": {"like_": "train_trial"}}}
     for _ in range(50):  # task runs reach the server as events: give it a moment
-        trials = httpx.post(f"{api}/task_runs/filter", json=body).json()
+        trials = prefect_api(api, "/task_runs/filter", body)
         if len(trials) == 2 and all(t["state_type"] == "COMPLETED" for t in trials):
             break
         time.sleep(0.2)

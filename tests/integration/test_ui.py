@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import processes as P
 from tests.helpers.cli import TRACKFLOW, call_main, run_cli
-from tests.helpers.servers import free_port, prefect_server, spawn, stop, wait_http
+from tests.helpers.servers import free_port, prefect_api, prefect_server, spawn, stop, wait_http
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -106,12 +106,10 @@ def test_prefect_ui_shows_the_flow_run_and_its_markdown_artifact(tmp_path, brows
     with prefect_server(tmp_path / "prefect", template=prefect_home_template) as api:
         p = run_cli("train", "--n-samples", "300", "--epochs", "2", PREFECT_API_URL=api)
         assert p.returncode == 0, p.stderr
-        import httpx
-
-        [run] = httpx.post(f"{api}/flow_runs/filter", json={}).json()
+        [run] = prefect_api(api, "/flow_runs/filter", {})
         assert run["state"]["type"] == "COMPLETED"
         ui = api.removesuffix("/api")
-        [artifact] = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["training-summary"]}}}).json()
+        [artifact] = prefect_api(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["training-summary"]}}})
         assert artifact["flow_run_id"] == run["id"]
         # The link trackflow writes into the artifact is the one a user clicks: it must open this flow run.
         link = re.search(r"- Prefect flow run: \[(\S+?)\]", artifact["data"]).group(1)

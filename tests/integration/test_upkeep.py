@@ -12,12 +12,11 @@ import shutil
 import signal
 import time
 
-import httpx
 import pytest
 
 from tests.helpers import processes as P
 from tests.helpers.cli import call_main, cli_env
-from tests.helpers.servers import free_port, mlflow_server, prefect_server, sqlite_from
+from tests.helpers.servers import free_port, mlflow_server, prefect_api, prefect_server, sqlite_from
 from tests.helpers.store import all_runs
 from tests.integration.test_ui import browser, wait_for_text  # noqa: F401 (browser is a fixture)
 from trackflow import telemetry
@@ -41,11 +40,7 @@ def session_api() -> str:
 
 
 def flow_run(api: str, flow_run_id: str) -> dict | None:
-    r = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=30)
-    if r.status_code == 404:
-        return None
-    r.raise_for_status()
-    return r.json()
+    return prefect_api(api, f"/flow_runs/{flow_run_id}", missing_ok=True)
 
 
 # --------------------------------------------------------------------------- links
@@ -68,8 +63,7 @@ def test_a_one_off_commands_link_opens_its_flow_run_once_the_ui_serves_its_prefe
     assert run.data.tags["prefect.flow_run_url"] == link  # the tag and the summary artifact hold the same link
 
     with prefect_server(home, port) as api:  # what `make server PREFECT_PORT=port` starts on this PREFECT_HOME
-        [artifact] = httpx.post(f"{api}/artifacts/filter",
-                                json={"artifacts": {"key": {"any_": ["training-summary"]}}}).json()
+        [artifact] = prefect_api(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["training-summary"]}}})
         assert f"[{link}]" in artifact["data"]
         fr = flow_run(api, flow_run_id)
         assert fr["state"]["type"] == "COMPLETED"
@@ -107,8 +101,8 @@ def test_kill_9_then_reap_crashes_the_dead_flow_run_and_leaves_a_live_one_alone(
     # A live run: owned by this test process, with its own Running flow run.
     from trackflow.runs import owner_tags
 
-    flow = httpx.post(f"{api}/flows/", json={"name": "live-flow"}).json()
-    live_fr = httpx.post(f"{api}/flow_runs/", json={"flow_id": flow["id"], "state": {"type": "RUNNING"}}).json()
+    flow = prefect_api(api, "/flows/", {"name": "live-flow"})
+    live_fr = prefect_api(api, "/flow_runs/", {"flow_id": flow["id"], "state": {"type": "RUNNING"}})
     exp = ensure_experiment("live")
     live = client.create_run(exp, tags=owner_tags() | {"prefect.flow_run_id": live_fr["id"]}).info.run_id
 
