@@ -16,28 +16,12 @@ from pathlib import Path
 
 from cli import signals
 from cli.options import UsageError, option_name, add_model_options, build_config
-from trackflow import naming, store, telemetry
+from trackflow import heap, naming, store, telemetry
 from trackflow.runs import STALE_AFTER
 from trackflow.config import (GENERATED_FIELDS, SWEEP_AXES, AudioInferConfig, PruneConfig, SweepConfig,
                               TextInferConfig, TrainConfig)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _settle_heap() -> None:
-    """Freeze what the imports left behind and turn the cyclic GC back on (main turned it off).
-
-    torch, prefect and the flow's other imports leave ~400k long-lived objects, and the
-    default collector walks all of them each time the heap grows by a quarter: measured
-    here, 11 full collections cost ~3 s of a 1k-sample `trackflow train`, and shutdown
-    walked the heap once more for ~2.5 s. Frozen objects are never walked (nor collected,
-    which suits modules that live as long as the process), and a larger first-generation
-    threshold keeps the lazy imports that follow (mlflow's store, matplotlib, torch.export)
-    from triggering full collections again. Garbage made after this is collected as usual.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-    gc.enable()
 
 
 def _reap(stale_after: float, experiment: str | None = None) -> tuple[str, list]:
@@ -111,11 +95,11 @@ def _run(flow, config):
     """Run `flow(config)` against this command's Prefect API (the configured one, or a private temporary one).
 
     Called once the flow's module is imported: the heap those imports made is frozen first
-    (`_settle_heap`), and bad input found inside the flow becomes exit 2, like the checks before it.
+    (`trackflow.heap.settle`), and bad input found inside the flow becomes exit 2, like the checks before it.
     """
     from cli.prefect_api import configured_api, prefect_api
 
-    _settle_heap()
+    heap.settle()
     one_off = not configured_api()
     try:
         with prefect_api():
@@ -378,7 +362,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_models_tiny(args: argparse.Namespace) -> int:
     from tasks.models import make_tiny_models
 
-    _settle_heap()
+    heap.settle()
 
     paths = make_tiny_models(args.dest)
     print(f"text model:  {paths['text']}  (trackflow infer text IN_DIR --out OUT --model {paths['text']})")
@@ -393,7 +377,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from cli.prefect_api import check_reachable
 
-    _settle_heap()
+    heap.settle()
     path = args.file or PREFECT_YAML
     try:  # the whole file, crons included, before anything is printed or any server is asked
         with naming.names("config"):  # prefect.yaml sets the configs' fields, not options
@@ -652,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     telemetry.quiet()
-    gc.disable()  # through the imports; each command calls _settle_heap() once its flow is imported
+    gc.disable()  # through the imports; each command calls heap.settle() once its flow is imported
     parser = build_parser()
     args = _parse(parser, argv)
     signals.install()

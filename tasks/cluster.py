@@ -61,8 +61,9 @@ def dask_client(address: str | None, workers: int) -> Iterator[object]:
         except (OSError, TimeoutError) as exc:
             raise _unreachable(address, f"{type(exc).__name__}: {exc}"[:200]) from None
     else:
+        # preload: each worker tunes its garbage collector before its tasks import torch (trackflow/heap.py)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
+                               dashboard_address=None, preload=["trackflow.heap"])
         client = Client(cluster)
     try:
         yield client

@@ -20,6 +20,8 @@ import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from trackflow import heap
+
 # How often a worker checks that the command that started it is alive: about the longest it outlives it.
 PARENT_POLL_SECONDS = 0.25
 
@@ -30,7 +32,8 @@ class WorkerDied(RuntimeError):
 
 def init_worker(parent_pid: int) -> None:
     """In a worker, before its first call: exit as soon as `parent_pid` (the command) is gone, kill -9 included;
-    ignore Ctrl-C, which a terminal sends to the whole process group: the command ends its workers itself.
+    ignore Ctrl-C, which a terminal sends to the whole process group: the command ends its workers itself;
+    tune the garbage collector for the imports to come (trackflow/heap.py).
 
     A daemon thread polls getppid(): when the parent dies, however it dies, the kernel hands
     this process to init (or a subreaper) and the parent pid changes. The parent-death signal
@@ -44,6 +47,7 @@ def init_worker(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != parent_pid:  # already gone before this ran
         os._exit(1)
+    heap.tune_worker()  # before the first call imports torch and the trial's other modules
 
     def watch() -> None:
         while os.getppid() == parent_pid:

@@ -233,3 +233,13 @@ def test_an_unreachable_scheduler_exits_1_at_once_naming_it(tmp_path, tiny_model
         f"trackflow infer: the Dask scheduler at {address} cannot be reached (Connection refused); start it "
         "(`dask scheduler`) or check --dask-address"]
     assert client.get_experiment_by_name("batch-inference") is None
+
+
+def test_a_local_clusters_workers_are_tuned_before_their_first_task():
+    import gc
+
+    from tasks.cluster import dask_client
+    from trackflow.heap import THRESHOLDS
+
+    with dask_client(None, 1) as dask:
+        assert [tuple(t) for t in dask.run(gc.get_threshold).values()] == [THRESHOLDS]  # trackflow.heap's preload

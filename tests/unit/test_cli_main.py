@@ -63,7 +63,8 @@ def restore_gc():
 
 def test_main_hands_back_an_enabled_collector_after_any_outcome(restore_gc, capsys):
     """main() turns the cyclic GC off through the imports; no exit path may leave it off."""
-    from cli.main import _settle_heap, main
+    from cli.main import main
+    from trackflow.heap import settle
 
     assert main(["train", "--lr", "-1"]) == 2  # a usage error, before any flow is imported
     assert "--lr" in capsys.readouterr().err
@@ -71,7 +72,7 @@ def test_main_hands_back_an_enabled_collector_after_any_outcome(restore_gc, caps
 
     restore_gc.unfreeze()
     restore_gc.disable()
-    _settle_heap()
+    settle()
     assert restore_gc.isenabled() and restore_gc.get_freeze_count() > 0
     assert restore_gc.get_threshold()[0] == 50_000
 
