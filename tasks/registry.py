@@ -202,6 +202,11 @@ def _registry_marker(marker: str) -> Iterator[None]:
                                       description="trackflow: a promotion in progress (removed when it ends)")
             break
         except MlflowException as exc:
+            # MLflow answers a clash by reading the model that holds the name; if its holder deleted it in between,
+            # that read fails and the answer is RESOURCE_DOES_NOT_EXIST (SqlAlchemyStore.create_registered_model,
+            # seen through a tracking server under load): the name is free again.
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         try:

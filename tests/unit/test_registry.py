@@ -120,6 +120,27 @@ def test_a_registry_lock_left_by_a_dead_process_is_broken(client, monkeypatch):
     assert p.promoted and [m.name for m in client.search_registered_models()] == ["m"]
 
 
+def test_a_lock_released_while_the_registry_reports_the_clash_is_taken_on_the_next_try(client, monkeypatch):
+    """MLflow answers a taken name by reading the model that holds it; if the holder deleted it in between, the
+    answer is RESOURCE_DOES_NOT_EXIST (a race seen through `mlflow server`), which is no error for the lock."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    monkeypatch.setattr(registry.store, "sqlite_path", lambda uri: None)
+    create, answered = MlflowClient.create_registered_model, []
+
+    def released_meanwhile(self, name, *args, **kwargs):
+        if name == "m.promotion-lock.champion" and not answered:
+            answered.append(name)
+            raise MlflowException(f"Registered Model with name={name} not found", RESOURCE_DOES_NOT_EXIST)
+        return create(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "create_registered_model", released_meanwhile)
+    p = promote_if_better("m", candidate(client, "m", 0.5), "val_accuracy", "champion")
+    assert answered and p.promoted and [m.name for m in client.search_registered_models()] == ["m"]
+
+
 def test_a_sweeps_ranking_breaks_ties_by_val_loss_then_grid_order():
     from types import SimpleNamespace
 
