@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trackflow.heap import tune_worker  # noqa: E402
+from trackflow.heap import tune  # noqa: E402
 
 
 def trial() -> float:
@@ -51,7 +51,7 @@ def worker_cpu(tuned: bool) -> float:
     """CPU seconds of one spawned worker that runs one trial and exits."""
     before = children_cpu()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=tune_worker if tuned else None) as pool:
+                             initializer=tune if tuned else None) as pool:
         assert pool.submit(trial).result() > 0.5
     return children_cpu() - before
 

@@ -47,7 +47,7 @@ def init_worker(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != parent_pid:  # already gone before this ran
         os._exit(1)
-    heap.tune_worker()  # before the first call imports torch and the trial's other modules
+    heap.tune()  # before the first call imports torch and the trial's other modules
 
     def watch() -> None:
         while os.getppid() == parent_pid:

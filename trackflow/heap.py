@@ -1,4 +1,4 @@
-"""Python's cyclic garbage collector in trackflow's processes: commands, sweep pool workers, Dask workers.
+"""Python's cyclic garbage collector in trackflow's processes: commands, flow runs, pool and Dask workers.
 
 torch, Prefect, MLflow and the flows' other imports leave ~400k long-lived objects. The
 default collector (thresholds 700, 10, 10) walks all of them each time the heap grows by a
@@ -27,13 +27,15 @@ def settle() -> None:
     gc.enable()
 
 
-def tune_worker() -> None:
-    """In a worker process, before its first call imports what it needs: the larger thresholds through those
-    imports, and the heap frozen at exit, so that shutdown does not walk it."""
+def tune() -> None:
+    """Before a process imports torch and the rest (a worker before its first call, any process importing the
+    flows): the larger thresholds through those imports, and the heap frozen at exit, so that shutdown does not
+    walk it. Once per process: a second call changes nothing."""
     gc.set_threshold(*THRESHOLDS)
+    atexit.unregister(gc.freeze)
     atexit.register(gc.freeze)
 
 
 def dask_setup(worker) -> None:
-    """Dask's preload hook (`preload=["trackflow.heap"]`): `tune_worker` in each worker of a local cluster."""
-    tune_worker()
+    """Dask's preload hook (`preload=["trackflow.heap"]`): `tune` in each worker of a local cluster."""
+    tune()

@@ -12,12 +12,12 @@ from trackflow.heap import THRESHOLDS
 
 
 def test_a_tuned_process_collects_with_the_larger_thresholds_and_exits_with_its_heap_frozen():
-    # atexit runs its callbacks last-registered first: the probe registered before tune_worker runs after its freeze
+    # atexit runs its callbacks last-registered first: the probe, registered before tune(), runs after its freeze
     script = ("import atexit, gc\n"
               "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count()))\n"
               "from trackflow import heap\n"
               "print('default:', gc.get_threshold())\n"
-              "heap.tune_worker()\n"
+              "heap.tune()\n"
               "print('tuned:', gc.get_threshold())\n")
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO,
                        stdin=subprocess.DEVNULL)
@@ -33,3 +33,12 @@ def test_pool_workers_are_tuned_before_their_first_call():
         assert pool.submit(gc.get_threshold).result(timeout=60) == THRESHOLDS
     finally:
         pool.shutdown()
+
+
+def test_a_process_that_imports_the_flows_is_tuned_as_a_deployments_flow_run_is():
+    # Under a Prefect worker, a deployment's flow run imports its entrypoint (flows/train.py) in a fresh process.
+    script = "import gc\nprint(gc.get_threshold())\nimport flows\nprint(gc.get_threshold())\n"
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["(700, 10, 10)", str(THRESHOLDS)]
