@@ -1,6 +1,11 @@
 # trackflow — `make help` lists the targets.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The interpreter .venv is made with: Python 3.11. Debian 12's /usr/bin/python3.11 is an optimised (PGO + LTO),
+# statically linked build; pyenv's default build is neither, and spends 12-17% more CPU on the same work
+# (benchmarks/bench_interpreter.py), the whole suite ~15%. So SYSTEM_PYTHON when it can make a venv, else python3;
+# `make PYTHON=... install` picks another.
+SYSTEM_PYTHON ?= /usr/bin/python3.11
+PYTHON ?= $(or $(shell $(SYSTEM_PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 && echo $(SYSTEM_PYTHON)),python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
