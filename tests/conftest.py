@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,33 @@ ONE_AT_A_TIME = {"test_memory.py", "test_fault_injection.py", "test_sweep.py::te
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist sends a group's tests to one worker")
+
+
+_template_builder: threading.Thread | None = None
+
+
+def pytest_sessionstart(session):
+    """In the pytest-xdist controller, which runs no test itself: start building the run's migrated PREFECT_HOME
+    (`prefect_home_template`) at once, beside the workers' start and collection. Built by the first worker that
+    needs it instead, it took ~13 s after collection while the other worker, needing it too, sat idle. A worker
+    that needs it before it is done waits on its lock; if this build fails, that worker builds it."""
+    global _template_builder
+    config = session.config
+    if hasattr(config, "workerinput") or not config.pluginmanager.has_plugin("dsession"):
+        return  # a worker, or a run without workers: the fixture builds it when a test first needs it
+    from tests.helpers.servers import prefect_home_template_in, selects_integration_tests
+
+    if not selects_integration_tests(config.args, config.invocation_params.dir):
+        return
+    root = config._tmp_path_factory.getbasetemp()  # the workers' basetemps are its subfolders (pytest-xdist)
+    _template_builder = threading.Thread(target=prefect_home_template_in, args=(root,), daemon=True,
+                                         name="prefect-home-template")
+    _template_builder.start()
+
+
+def pytest_unconfigure(config):
+    if _template_builder is not None:
+        _template_builder.join(timeout=120)  # it stops the server it started once the database is migrated
 
 
 def pytest_collection_modifyitems(config, items):

@@ -100,6 +100,34 @@ def prefect_server(home: Path, port: int | None = None, template: Path | None = 
         stop(proc)
 
 
+def prefect_home_template_in(root: Path) -> Path:
+    """`ROOT/prefect-home-template`: a PREFECT_HOME whose database is migrated (a server on a fresh database spends
+    ~14 CPU-s here migrating it, one on a copy ~5 s), built once per run. The first caller builds it under a file
+    lock and it appears in one rename; other callers (the run's other processes) wait for it, then reuse it."""
+    from filelock import FileLock
+
+    home = root / "prefect-home-template"
+    with FileLock(f"{home}.lock"):
+        if not (home / "prefect.db").exists():
+            building = root / f"prefect-home-building-{os.getpid()}"
+            shutil.rmtree(building, ignore_errors=True)
+            with prefect_server(building):  # migrates building/prefect.db
+                pass
+            assert (building / "prefect.db").exists(), f"no database in {building}"
+            building.rename(home)
+    return home
+
+
+def selects_integration_tests(args: list[str], invocation_dir: str | Path) -> bool:
+    """Whether pytest's arguments (paths, node ids; `testpaths` when none are given) take in tests/integration/."""
+    integration = Path(__file__).resolve().parents[1] / "integration"
+    for arg in args:
+        path = (Path(invocation_dir) / arg.split("::")[0]).resolve()
+        if path == integration or integration in path.parents or path in integration.parents:
+            return True
+    return False
+
+
 def pg_bin(name: str) -> str | None:
     for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (d / name).exists():

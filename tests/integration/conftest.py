@@ -42,22 +42,11 @@ def prefect_server(prefect_home_template):
 
 @pytest.fixture(scope="session")
 def prefect_home_template(tmp_path_factory) -> Path:
-    """A PREFECT_HOME whose database is migrated, built once per run (shared by the xdist workers): a server on a
-    fresh database spends ~10 CPU-s migrating it, one on a copy of this ~5 s. Tests (and `prefect_server`) copy it,
-    never use it."""
-    from filelock import FileLock
-
-    from tests.helpers.servers import prefect_server
+    """A PREFECT_HOME whose database is migrated, built once per run and shared by the xdist workers (the controller
+    starts building it when the run starts: tests/conftest.py). Tests (and `prefect_server`) copy it, never use it."""
+    from tests.helpers.servers import prefect_home_template_in
 
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the run's folder, above each worker's own
-    home = root / "prefect-home-template"
-    with FileLock(f"{home}.lock"):
-        if not (home / "prefect.db").exists():
-            building = root / f"prefect-home-building-{os.getpid()}"
-            with prefect_server(building):  # migrates building/prefect.db
-                pass
-            assert (building / "prefect.db").exists(), f"no database in {building}"
-            building.rename(home)
-    return home
+    return prefect_home_template_in(root)
