@@ -1,7 +1,7 @@
 # trackflow — `make help` lists the targets.
 SHELL := /bin/bash
 # The interpreter .venv is made with: Python 3.11. Debian 12's /usr/bin/python3.11 is an optimised (PGO + LTO),
-# statically linked build; pyenv's default build is neither, and spends 12-17% more CPU on the same work
+# statically linked build; pyenv's default build is neither, and spends ~11% more CPU importing the stack
 # (benchmarks/bench_interpreter.py), the whole suite ~15%. So SYSTEM_PYTHON when it can make a venv, else python3;
 # `make PYTHON=... install` picks another.
 SYSTEM_PYTHON ?= /usr/bin/python3.11

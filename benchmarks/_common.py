@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -31,6 +32,12 @@ def timed(cmd: list[str], env: dict, cwd: str | Path) -> float:
     if p.returncode != 0:
         raise SystemExit(f"{cmd} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
     return dt
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children reaped so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 @contextlib.contextmanager

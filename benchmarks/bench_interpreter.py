@@ -9,14 +9,13 @@ drift falls on both alike. Its CPU (user + system, from RUSAGE_CHILDREN once it 
 - python: plain Python (dicts, strings, JSON, regular expressions, method calls), the kind of work the
   Prefect and MLflow servers do for each request.
 
-Usage: python benchmarks/bench_interpreter.py [--repeats 5]
+Usage: python benchmarks/bench_interpreter.py [--repeats 9]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,9 @@ import sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from _common import children_cpu  # noqa: E402
 
 WORKLOADS = {
     "imports": "import torch, mlflow, prefect, sklearn, pandas",
@@ -58,16 +60,15 @@ def interpreters() -> dict[str, str]:
 
 
 def cpu_of(python: str, code: str, env: dict) -> float:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = children_cpu()
     subprocess.run([python, "-s", "-c", code], env=env, check=True, stdin=subprocess.DEVNULL,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return children_cpu() - before
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args()
 
     found = interpreters()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import children_cpu  # noqa: E402
 from trackflow.heap import tune  # noqa: E402
 
 
@@ -40,11 +40,6 @@ def trial() -> float:
                         batch_size=c.batch_size, epochs=10, seed=c.seed, device="cpu", activation=c.activation,
                         momentum=c.momentum, l1=c.l1)
     return out.history["val_accuracy"][-1]
-
-
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def worker_cpu(tuned: bool) -> float:
