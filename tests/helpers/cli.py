@@ -31,14 +31,15 @@ def run_cli(*args, timeout=300, **env):
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def call_main(*args, **env) -> subprocess.CompletedProcess:
+def call_main(*args, cwd: str | Path | None = None, **env: str | None) -> subprocess.CompletedProcess:
     """`trackflow ARGS` as `cli.main.main([...])` in this process: its exit code, stdout and stderr (Prefect's
     console log lines included), as `run_cli` returns them, without a process start and its imports (~5 s each).
 
     For what a command does: its checks, messages, exit codes, runs and outputs. What only a process shows stays
     with `run_cli` and tests/helpers/processes.py: signals, kill -9, the console script's own exit, the processes it
     starts, import-time behaviour. Python warnings go to pytest's summary, not to this stderr. `env` is set for
-    the call (MLFLOW_TRACKING_URI=...); Prefect's settings are read once per process, so no PREFECT_* (use run_cli).
+    the call (MLFLOW_TRACKING_URI=...; None unsets it); Prefect's settings are read once per process, so no PREFECT_*
+    (use run_cli). `cwd`: the working folder for the call, as a shell's (relative paths, the default ./mlruns).
     """
     from cli.main import main
 
@@ -46,9 +47,12 @@ def call_main(*args, **env) -> subprocess.CompletedProcess:
         raise ValueError(f"{bad} are read at import or settings time: run the console script (run_cli) instead")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.ExitStack() as undo:
-        for key, value in env.items():  # set for the call, then put back
-            undo.callback(_restore_env, key, os.environ.get(key))
-            os.environ[key] = str(value)
+        for key, value in env.items():  # set (or unset) for the call, then put back
+            undo.callback(_set_env, key, os.environ.get(key))
+            _set_env(key, None if value is None else str(value))
+        if cwd is not None:
+            undo.callback(os.chdir, os.getcwd())
+            os.chdir(cwd)
         undo.enter_context(_log_streams_to(out, err))
         undo.enter_context(contextlib.redirect_stdout(out))
         undo.enter_context(contextlib.redirect_stderr(err))
@@ -60,7 +64,7 @@ def call_main(*args, **env) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["trackflow", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
-def _restore_env(key: str, value: str | None) -> None:
+def _set_env(key: str, value: str | None) -> None:
     if value is None:
         os.environ.pop(key, None)
     else:
@@ -142,7 +146,7 @@ def _process_state_kept():
         # A later test's in-process MLflow call must see its own store, not the last command's.
         tracking._tracking_uri, registry._registry_uri = uris
         for key, value in exported.items():
-            _restore_env(key, value)
+            _set_env(key, value)
         gc.unfreeze()
         gc.set_threshold(*threshold)
         if enabled:

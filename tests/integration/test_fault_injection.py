@@ -67,7 +67,8 @@ def test_kill_9_anywhere_then_rerun(project, tiny_models):
                 rc = proc.returncode
                 assert rc == 0, log.read_text()[-3000:]
             schedule.append(f"{name} killed at {delay:.1f} s (rc {rc})")
-        p = P.run(args, env, cwd=project, timeout=600)
+        # The rerun: what it finds and finishes, not its process (the killed one was the process under test).
+        p = call_main(*args, cwd=project, MLFLOW_TRACKING_URI=None)
         assert p.returncode == 0, f"{schedule}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
 
     uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"  # what follows is the store's state, not a process's
@@ -111,7 +112,7 @@ def test_a_killed_or_interrupted_processes_sweep_leaves_no_pool_worker(tmp_path,
     # The same sweep on the same pool, with trials of a fraction of a second: the next command reaps the killed one's runs
     rerun = ("sweep", "--runner", "processes", "--workers", "2", "--lrs", "0.001,0.01,0.1", "--n-samples", "2000",
              "--epochs", "2")
-    p = P.run(rerun, cli_env(), timeout=600)
+    p = call_main(*rerun)  # what the next command does, not its process
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert "trackflow: marked run" in p.stderr
     assert "RUNNING" not in statuses(mlflow_store)

@@ -64,12 +64,7 @@ def run_step(command: str, folder: Path) -> subprocess.CompletedProcess:
         words = shlex.split(part)
         if words[0] in TRACKFLOW_AS_WRITTEN and not SHELL_SYNTAX & set(part):
             assert (folder / words[0]).exists() or words[0] == "trackflow", f"{words[0]} is not in {folder}"
-            cwd = os.getcwd()
-            os.chdir(folder)  # relative paths, the default ./mlruns: as in a shell in that folder
-            try:
-                p = call_main(*words[1:])
-            finally:
-                os.chdir(cwd)
+            p = call_main(*words[1:], cwd=folder)
         else:
             p = subprocess.run(["bash", "-c", part], cwd=folder, env=session_env(), capture_output=True, text=True,
                                timeout=300, stdin=subprocess.DEVNULL)

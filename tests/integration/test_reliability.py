@@ -172,7 +172,7 @@ def test_kill_9_while_the_store_is_created_leaves_it_usable(tmp_path):
     time.sleep(0.3)  # inside MLflow's migrations
     P.interrupt(proc, signal.SIGKILL, group=False)
     assert not (work / "mlruns" / "mlflow.db").exists()
-    p = P.run(("train", "--n-samples", "300", "--epochs", "1"), env, cwd=work)
+    p = call_main("train", "--n-samples", "300", "--epochs", "1", cwd=work, MLFLOW_TRACKING_URI=None)  # the rerun
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr
     assert [r.info.status for r in all_runs(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")] == ["FINISHED"]
 
