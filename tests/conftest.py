@@ -63,9 +63,12 @@ def pytest_unconfigure(config):
 def pytest_collection_modifyitems(config, items):
     from tests.helpers.xdist_groups import put_in_group
 
+    loadgroup = bool(getattr(config.option, "loadgroup", False))
     for item in items:
         if item.path.name in ONE_AT_A_TIME or f"{item.path.name}::{item.originalname}" in ONE_AT_A_TIME:
-            put_in_group(item, "heavy-processes", bool(getattr(config.option, "loadgroup", False)))
+            put_in_group(item, "heavy-processes", loadgroup)
+        elif "running_dask_cluster" in getattr(item, "fixturenames", ()):  # one module-scoped cluster for them all
+            put_in_group(item, "dask-cluster", loadgroup)
 
 
 @pytest.fixture(scope="session")

@@ -196,6 +196,40 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path):
 
 
 @contextmanager
+def dask_cluster(folder: Path, workers: int = 2):
+    """`dask scheduler` and `dask worker --nworkers N --nthreads 1` on loopback, as the README's scale-out section
+    starts them (each in a session of its own, stopped with its processes); yields the scheduler's address once
+    all N workers have joined."""
+    from distributed import Client
+
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = spawn([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"],
+                      folder / "scheduler.log", dict(os.environ))
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if scheduler.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"dask scheduler did not start:\n{(folder / 'scheduler.log').read_text()}")
+                time.sleep(0.2)
+        worker = spawn([BIN / "dask", "worker", address, "--nworkers", workers, "--nthreads", "1", "--host",
+                        "127.0.0.1", "--no-dashboard"], folder / "worker.log", dict(os.environ))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(workers, timeout=120)
+        yield address
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(scheduler)
+
+
+@contextmanager
 def scoring_server(model_uri: str, log: Path, env: dict | None = None):
     """`mlflow models serve` on loopback, from this environment (--env-manager local); yields its URL.
 

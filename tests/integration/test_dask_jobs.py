@@ -1,5 +1,7 @@
-"""Batch inference and scoring on a real Dask LocalCluster of 2 worker processes: the same results as one
-process, the model loaded once per worker, exactly one record per input through worker deaths, kills and Ctrl-C."""
+"""Batch inference and scoring on Dask: on a LocalCluster of 2 worker processes that a job starts itself
+(`--runner dask --workers 2`), and on a running cluster (`--dask-address`: `dask scheduler` and `dask worker`
+processes, as the README starts them). The same results as one process, the model loaded once per worker,
+exactly one record per input through worker deaths, kills and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -17,6 +19,16 @@ from tests.helpers.cli import call_main, cli_env
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 DASK = ("--runner", "dask", "--workers", "2")
+
+
+@pytest.fixture(scope="module")
+def running_dask_cluster(tmp_path_factory) -> str:
+    """A running cluster of 2 single-threaded workers, shared by the tests that take it (tests/conftest.py sends
+    them to one pytest-xdist worker); its address."""
+    from tests.helpers.servers import dask_cluster
+
+    with dask_cluster(tmp_path_factory.mktemp("dask-cluster"), workers=2) as address:
+        yield address
 
 
 def records(out_dir) -> dict[str, dict]:
@@ -67,7 +79,7 @@ def test_text_on_two_workers_equals_one_process_and_loads_the_model_once_per_wor
 
 
 @pytest.mark.slow
-def test_audio_on_two_workers_equals_one_process(tmp_path, tiny_models, client):
+def test_audio_on_a_running_cluster_equals_one_process(tmp_path, tiny_models, client, running_dask_cluster):
     from flows.infer import audio_inference_pipeline
     from trackflow.config import AudioInferConfig
 
@@ -77,17 +89,19 @@ def test_audio_on_two_workers_equals_one_process(tmp_path, tiny_models, client):
     (d / "fake.wav").write_bytes(b"RIFF but not really")
     base = dict(in_dir=str(d), model=str(tiny_models["audio"]), chunk_seconds=2.0, batch_size=2)
     here = audio_inference_pipeline(AudioInferConfig(out_dir=str(tmp_path / "here"), **base))
-    there = audio_inference_pipeline(AudioInferConfig(out_dir=str(tmp_path / "dask"), runner="dask", workers=2,
+    there = audio_inference_pipeline(AudioInferConfig(out_dir=str(tmp_path / "dask"), dask_address=running_dask_cluster,
                                                       shard_files=2, **base))
     assert (here.n_ok, here.n_failed) == (there.n_ok, there.n_failed) == (5, 1)
     assert outcome(records(tmp_path / "dask")) == outcome(records(tmp_path / "here"))
-    assert there.metrics["model_loads"] == 2 and there.metrics["shards"] == 3
+    assert there.metrics["model_loads"] == 2 and there.metrics["shards"] == 3 and there.metrics["workers"] == 2
     assert there.metrics["audio_seconds"] == pytest.approx(here.metrics["audio_seconds"])
+    run = last_run(client, "batch-inference")
+    assert run.data.params["runner"] == "dask" and run.data.params["dask_address"] == running_dask_cluster
 
 
 @pytest.mark.slow
-def test_scoring_on_two_workers_equals_one_process_and_a_promotion_mid_job_changes_nothing(tmp_path, client,
-                                                                                          monkeypatch):
+def test_scoring_on_a_running_cluster_equals_one_process_and_a_promotion_mid_job_changes_nothing(
+        tmp_path, client, monkeypatch, running_dask_cluster):
     from flows.score import score_pipeline
     from tasks import scoring
     from tests.helpers.scoring import register_classifier
@@ -111,8 +125,8 @@ def test_scoring_on_two_workers_equals_one_process_and_a_promotion_mid_job_chang
         client.set_registered_model_alias("classifier", "champion", v2)  # a sweep finishing mid-job
 
     monkeypatch.setattr(scoring, "publish_output", promote_after_the_first_output)
-    there = score_pipeline(ScoreConfig(in_dir=str(inbox), out_dir=str(tmp_path / "dask"), runner="dask", workers=2,
-                                       shard_files=1))
+    there = score_pipeline(ScoreConfig(in_dir=str(inbox), out_dir=str(tmp_path / "dask"),
+                                       dask_address=running_dask_cluster, shard_files=1))
     assert str(client.get_model_version_by_alias("classifier", "champion").version) == v2 != v1
     assert here.model_uri == there.model_uri == f"models:/classifier/{v1}"
     recs = records(tmp_path / "dask")
@@ -131,7 +145,7 @@ def test_scoring_on_two_workers_equals_one_process_and_a_promotion_mid_job_chang
 
 
 @pytest.mark.slow
-def test_a_failed_job_on_dask_leaves_no_staged_model(tmp_path, monkeypatch):
+def test_a_failed_job_on_dask_leaves_no_staged_model(tmp_path, monkeypatch, running_dask_cluster):
     from flows.score import score_pipeline
     from tasks import scoring
     from tests.helpers.scoring import register_classifier
@@ -148,7 +162,7 @@ def test_a_failed_job_on_dask_leaves_no_staged_model(tmp_path, monkeypatch):
     monkeypatch.setattr(scoring, "publish_output", interrupted)
     out = tmp_path / "out"
     config = ScoreConfig(in_dir=str(tmp_path / "inbox"), out_dir=str(out), model=f"models:/classifier/{version}",
-                         runner="dask", workers=1, shard_files=1)
+                         dask_address=running_dask_cluster, shard_files=1)
     with pytest.raises(KeyboardInterrupt):
         score_pipeline(config)
     assert (out / ".trackflow.lock").exists() and not (out / ".trackflow-model").exists()
