@@ -59,13 +59,23 @@ def spawn(cmd: list[str], log: Path, env: dict, cwd: str | Path | None = None) -
 
 def prefect_api(base: str, path: str, body: dict | None = None, *, missing_ok: bool = False):
     """A Prefect REST call (POST with `body`, else GET) to the API at `base`: its JSON, or None for a 404 when
-    `missing_ok`. Retried on 503 as Prefect's own client does (PREFECT_CLIENT_MAX_RETRIES): a server answers 503
-    while its SQLite database stays locked, which a loaded machine and a scheduler writing runs make likely."""
+    `missing_ok`. Retried on 503 and on a read timeout or dropped connection, as Prefect's own client does
+    (prefect/client/base.py, PREFECT_CLIENT_MAX_RETRIES): a server answers 503 while its SQLite database stays
+    locked, and once left a GET unanswered for 30 s while a worker's flow runs and another test's processes
+    loaded both cores."""
     import httpx
 
+    transient = (httpx.ReadTimeout, httpx.PoolTimeout, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError,
+                 httpx.RemoteProtocolError)
     for attempt in range(6):
-        r = (httpx.post(f"{base}{path}", json=body, timeout=30) if body is not None
-             else httpx.get(f"{base}{path}", timeout=30))
+        try:
+            r = (httpx.post(f"{base}{path}", json=body, timeout=30) if body is not None
+                 else httpx.get(f"{base}{path}", timeout=30))
+        except transient:
+            if attempt == 5:
+                raise
+            time.sleep(2 ** attempt * 0.5)
+            continue
         if r.status_code != 503 or attempt == 5:
             break
         time.sleep(2 ** attempt * 0.5)
