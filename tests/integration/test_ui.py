@@ -1,4 +1,6 @@
-"""The MLflow and Prefect UIs in a real headless Chromium (Debian's chromium + chromedriver, via Selenium).
+"""The MLflow UI in a real headless Chromium (Debian's chromium + chromedriver, via Selenium), and the helpers
+for the Prefect UI's test (tests/integration/test_upkeep.py: a flow run's link and its summary artifact, opened
+after the command has exited, in `prefect server start` on that PREFECT_HOME).
 
 Screenshots go to the test's tmp_path; set TRACKFLOW_SCREENSHOTS=DIR to also copy them
 there (the README's pictures are made that way).
@@ -7,15 +9,14 @@ there (the README's pictures are made that way).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import processes as P
-from tests.helpers.cli import TRACKFLOW, call_main, run_cli
-from tests.helpers.servers import free_port, prefect_api, prefect_server, spawn, stop, wait_http
+from tests.helpers.cli import TRACKFLOW, call_main
+from tests.helpers.servers import free_port, spawn, stop, wait_http
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -99,24 +100,3 @@ def test_mlflow_ui_shows_the_sweep_trials(tmp_path, browser, client, mlflow_stor
         screenshot(browser, tmp_path, "mlflow-compare")
     finally:
         stop(ui)
-
-
-@pytest.mark.slow
-def test_prefect_ui_shows_the_flow_run_and_its_markdown_artifact(tmp_path, browser, prefect_home_template):
-    with prefect_server(tmp_path / "prefect", template=prefect_home_template) as api:
-        p = run_cli("train", "--n-samples", "300", "--epochs", "2", PREFECT_API_URL=api)
-        assert p.returncode == 0, p.stderr
-        [run] = prefect_api(api, "/flow_runs/filter", {})
-        assert run["state"]["type"] == "COMPLETED"
-        ui = api.removesuffix("/api")
-        [artifact] = prefect_api(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["training-summary"]}}})
-        assert artifact["flow_run_id"] == run["id"]
-        # The link trackflow writes into the artifact is the one a user clicks: it must open this flow run.
-        link = re.search(r"- Prefect flow run: \[(\S+?)\]", artifact["data"]).group(1)
-        assert link == f"{ui}/runs/flow-run/{run['id']}"
-        browser.get(link)
-        wait_for_text(browser, [run["name"], "Completed", "train-classifier"])
-        screenshot(browser, tmp_path, "prefect-flow-run")
-        browser.get(f"{ui}/artifacts/artifact/{artifact['id']}")
-        wait_for_text(browser, ["Test metrics", "test_accuracy", "MLflow run"])
-        screenshot(browser, tmp_path, "prefect-artifact")

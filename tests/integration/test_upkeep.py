@@ -18,7 +18,7 @@ from tests.helpers import processes as P
 from tests.helpers.cli import call_main, cli_env
 from tests.helpers.servers import free_port, mlflow_server, prefect_api, prefect_server, sqlite_from
 from tests.helpers.store import all_runs
-from tests.integration.test_ui import browser, wait_for_text  # noqa: F401 (browser is a fixture)
+from tests.integration.test_ui import browser, screenshot, wait_for_text  # noqa: F401 (browser is a fixture)
 from trackflow import telemetry
 from tasks.tracking import ensure_experiment
 
@@ -64,11 +64,15 @@ def test_a_one_off_commands_link_opens_its_flow_run_once_the_ui_serves_its_prefe
 
     with prefect_server(home, port) as api:  # what `make server PREFECT_PORT=port` starts on this PREFECT_HOME
         [artifact] = prefect_api(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["training-summary"]}}})
-        assert f"[{link}]" in artifact["data"]
+        assert f"[{link}]" in artifact["data"] and artifact["flow_run_id"] == flow_run_id
         fr = flow_run(api, flow_run_id)
         assert fr["state"]["type"] == "COMPLETED"
-        browser.get(link)
+        browser.get(link)  # the link the command printed, tagged and wrote into its summary
         wait_for_text(browser, [fr["name"], "Completed", "train-classifier"])
+        screenshot(browser, tmp_path, "prefect-flow-run")
+        browser.get(f"{api.removesuffix('/api')}/artifacts/artifact/{artifact['id']}")  # the summary, as markdown
+        wait_for_text(browser, ["Test metrics", "test_accuracy", "MLflow run"])
+        screenshot(browser, tmp_path, "prefect-artifact")
 
 
 def test_prefect_api_url_set_in_the_active_profile_is_used_without_a_temporary_server(tmp_path, client):
