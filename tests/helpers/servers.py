@@ -209,33 +209,25 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path):
 def dask_cluster(folder: Path, workers: int = 2):
     """`dask scheduler` and `dask worker --nworkers N --nthreads 1` on loopback, as the README's scale-out section
     starts them (each in a session of its own, stopped with its processes); yields the scheduler's address once
-    all N workers have joined."""
+    all N workers have joined. The worker and the client retry until the scheduler listens."""
     from distributed import Client
 
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    scheduler = spawn([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"],
-                      folder / "scheduler.log", dict(os.environ))
-    worker = None
+    address = f"tcp://127.0.0.1:{free_port()}"
+    scheduler = spawn([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                       "--no-dashboard"], folder / "scheduler.log", dict(os.environ))
+    worker = spawn([BIN / "dask", "worker", address, "--nworkers", workers, "--nthreads", "1", "--host", "127.0.0.1",
+                    "--no-dashboard"], folder / "worker.log", dict(os.environ))
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if scheduler.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"dask scheduler did not start:\n{(folder / 'scheduler.log').read_text()}")
-                time.sleep(0.2)
-        worker = spawn([BIN / "dask", "worker", address, "--nworkers", workers, "--nthreads", "1", "--host",
-                        "127.0.0.1", "--no-dashboard"], folder / "worker.log", dict(os.environ))
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(workers, timeout=120)
+        try:
+            with Client(address, timeout=120) as client:
+                client.wait_for_workers(workers, timeout=120)
+        except (OSError, TimeoutError) as exc:
+            logs = "\n".join((folder / f"{n}.log").read_text()[-2000:] for n in ("scheduler", "worker"))
+            raise RuntimeError(f"no Dask cluster of {workers} workers at {address} ({exc}):\n{logs}") from None
         yield address
     finally:
-        if worker is not None:
-            stop(worker)
+        stop(worker)
         stop(scheduler)
 
 
