@@ -74,10 +74,9 @@ def prefect_api(base: str, path: str, body: dict | None = None, *, missing_ok: b
         except transient:
             if attempt == 5:
                 raise
-            time.sleep(2 ** attempt * 0.5)
-            continue
-        if r.status_code != 503 or attempt == 5:
-            break
+        else:
+            if r.status_code != 503 or attempt == 5:
+                break
         time.sleep(2 ** attempt * 0.5)
     if missing_ok and r.status_code == 404:
         return None
@@ -213,9 +212,10 @@ def dask_cluster(folder: Path, workers: int = 2):
     from distributed import Client
 
     folder.mkdir(parents=True, exist_ok=True)
-    address = f"tcp://127.0.0.1:{free_port()}"
-    scheduler = spawn([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                       "--no-dashboard"], folder / "scheduler.log", dict(os.environ))
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = spawn([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"],
+                      folder / "scheduler.log", dict(os.environ))
     worker = spawn([BIN / "dask", "worker", address, "--nworkers", workers, "--nthreads", "1", "--host", "127.0.0.1",
                     "--no-dashboard"], folder / "worker.log", dict(os.environ))
     try:

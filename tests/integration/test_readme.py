@@ -46,8 +46,8 @@ def checks(*names):
     return lambda test: test
 
 
-def session_env(**extra) -> dict[str, str]:
-    return cli_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
+def session_env() -> dict[str, str]:
+    return cli_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 TRACKFLOW_AS_WRITTEN = ("trackflow", ".venv/bin/trackflow")
